@@ -1,0 +1,57 @@
+"""Which kernel set runs the ops: the NumPy reference or the Numba CPU kernels.
+
+Every kernel module exposes the same names with the same signatures (see ``KERNEL_NAMES``);
+the functional layer asks ``kernels()`` for the active one and never imports a kernel module
+itself. The choice is process-wide, like a device, and can be changed for a block of code:
+
+    with snnvae.backend.use("numpy"):
+        y = F.conv2d(x, w)          # runs the readable reference kernel
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib
+
+BACKENDS = ("numpy", "cpu")
+KERNEL_NAMES = (
+    "linear_forward", "linear_backward",
+    "conv2d_forward", "conv2d_backward",
+    "conv_transpose2d_forward", "conv_transpose2d_backward",
+    "tdbn_forward_train", "tdbn_forward_eval", "tdbn_backward_train", "tdbn_backward_eval",
+    "lif_forward", "lif_backward",
+    "psp_forward", "psp_backward",
+    "membrane_forward", "membrane_backward",
+)
+_MODULES = {"numpy": "snnvae.kernels.numpy_ref", "cpu": "snnvae.kernels.cpu"}
+_active = "cpu"
+
+
+def kernels(name: str | None = None):
+    """The kernel module of backend ``name`` (default: the active one)."""
+    name = _active if name is None else name
+    if name not in _MODULES:
+        raise ValueError(f"unknown backend {name!r}; choose one of {BACKENDS}")
+    return importlib.import_module(_MODULES[name])
+
+
+def current() -> str:
+    return _active
+
+
+def set_backend(name: str) -> None:
+    """Make ``name`` ('numpy' or 'cpu') the backend of every following op."""
+    global _active
+    if name not in _MODULES:
+        raise ValueError(f"unknown backend {name!r}; choose one of {BACKENDS}")
+    _active = name
+
+
+@contextlib.contextmanager
+def use(name: str):
+    """Run a block of code on backend ``name``, then restore the previous one."""
+    previous = _active
+    set_backend(name)
+    try:
+        yield
+    finally:
+        set_backend(previous)

@@ -1,0 +1,10 @@
+"""Differentiable operations (the layer between the autograd engine and the modules)."""
+from .tensor_ops import (abs, add, clip, concat, detach, div, exp, gather, getitem, leaky_relu,
+                         log, matmul, maximum, mean, mul, neg, permute, pow, reshape, sigmoid,
+                         sub, sum, tanh, transpose, unbroadcast)
+from .linear import linear
+from .conv import conv2d, conv_transpose2d
+from .batchnorm import batch_norm, td_batch_norm
+from .lif import LIFParams, current_spike_mode, lif, lif_unrolled, smooth_spike, spike_mode
+from .temporal import membrane_output, psp
+from .losses import mse_loss

@@ -1,0 +1,26 @@
+"""Input validation shared by the functional ops: clear messages instead of NumPy tracebacks."""
+from __future__ import annotations
+
+import numpy as np
+
+FLOAT_DTYPES = (np.float32, np.float64)
+
+
+def check_float(name, array):
+    if array.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be float32 or float64, got {array.dtype}; "
+                        f"convert it with .astype(np.float32)")
+
+
+def check_same_dtype(op, **arrays):
+    dtypes = {k: v.dtype for k, v in arrays.items() if v is not None}
+    if len(set(dtypes.values())) > 1:
+        listing = ", ".join(f"{k}: {d}" for k, d in dtypes.items())
+        raise TypeError(f"{op}: inputs must share one dtype ({listing}); cast them to one, "
+                        f"e.g. model.to(np.float64) for gradient checks")
+
+
+def check_ndim(op, name, array, allowed, layout):
+    if array.ndim not in allowed:
+        raise ValueError(f"{op}: {name} must have {' or '.join(map(str, allowed))} axes "
+                         f"({layout}), got shape {array.shape}")

@@ -1,0 +1,88 @@
+"""Time-distributed 2-D convolution and transposed convolution (weights shared over time).
+
+Inputs are (T, N, C, H, W) (or (B, C, H, W) for non-spiking use). All leading axes are folded
+into one batch axis, which for a contiguous time-first array is a free reshape; the official
+code reaches the same result with a 3-D convolution whose kernel is (k, k, 1).
+
+    conv:            y[b, o, i, j] = bias[o] + sum_{c,p,q} w[o, c, p, q] x[b, c, i s - pad + p, j s - pad + q]
+    transposed conv: y[b, o, i s - pad + p, j s - pad + q] += x[b, c, i, j] w[c, o, p, q]
+
+Output sizes: conv (H + 2 pad - k) // s + 1; transposed (H - 1) s - 2 pad + k + output_padding.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import backend
+from ..autograd import Function, as_tensor
+from ._checks import check_float, check_ndim, check_same_dtype
+
+_LAYOUT = "(T, N, C, H, W) or (B, C, H, W)"
+
+
+def _fold(x):
+    return np.ascontiguousarray(x.reshape(-1, *x.shape[-3:]))
+
+
+class Conv2d(Function):
+    @staticmethod
+    def forward(ctx, x, w, b, stride, padding):
+        xb = _fold(x)
+        ctx.save_for_backward(xb, w, b is not None, stride, padding, x.shape)
+        y = backend.kernels().conv2d_forward(xb, w, b, stride, padding)
+        return y.reshape(*x.shape[:-3], *y.shape[1:])
+
+    @staticmethod
+    def backward(ctx, g):
+        xb, w, has_bias, stride, padding, x_shape = ctx.saved
+        gx, gw, gb = backend.kernels().conv2d_backward(_fold(g), xb, w, stride, padding, has_bias)
+        return gx.reshape(x_shape), gw, gb, None, None
+
+
+class ConvTranspose2d(Function):
+    @staticmethod
+    def forward(ctx, x, w, b, stride, padding, output_padding):
+        xb = _fold(x)
+        ctx.save_for_backward(xb, w, b is not None, stride, padding, x.shape)
+        y = backend.kernels().conv_transpose2d_forward(xb, w, b, stride, padding, output_padding)
+        return y.reshape(*x.shape[:-3], *y.shape[1:])
+
+    @staticmethod
+    def backward(ctx, g):
+        xb, w, has_bias, stride, padding, x_shape = ctx.saved
+        gx, gw, gb = backend.kernels().conv_transpose2d_backward(_fold(g), xb, w, stride,
+                                                                 padding, has_bias)
+        return gx.reshape(x_shape), gw, gb, None, None, None
+
+
+def _check(op, x, weight, bias, channel_axis):
+    check_float(f"{op} input", x.data)
+    check_same_dtype(op, x=x.data, weight=weight.data, bias=None if bias is None else bias.data)
+    check_ndim(op, "input", x.data, (4, 5), _LAYOUT)
+    if weight.ndim != 4:
+        raise ValueError(f"{op}: weight must have 4 axes, got shape {weight.shape}")
+    if x.shape[-3] != weight.shape[channel_axis]:
+        raise ValueError(f"{op}: input has {x.shape[-3]} channels (shape {x.shape}) but the "
+                         f"weight of shape {weight.shape} expects {weight.shape[channel_axis]}")
+
+
+def conv2d(x, weight, bias=None, stride=1, padding=0):
+    """x (T, N, C_in, H, W), weight (C_out, C_in, kh, kw) -> (T, N, C_out, Ho, Wo)."""
+    x, weight = as_tensor(x), as_tensor(weight)
+    bias = None if bias is None else as_tensor(bias)
+    _check("conv2d", x, weight, bias, channel_axis=1)
+    if min(x.shape[-2] + 2 * padding, x.shape[-1] + 2 * padding) < weight.shape[-1]:
+        raise ValueError(f"conv2d: the {weight.shape[-2:]} kernel is larger than the padded "
+                         f"input {x.shape[-2:]} (padding {padding})")
+    return Conv2d.apply(x, weight, bias, int(stride), int(padding))
+
+
+def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0):
+    """x (T, N, C_in, H, W), weight (C_in, C_out, kh, kw) -> (T, N, C_out, Ho, Wo)."""
+    x, weight = as_tensor(x), as_tensor(weight)
+    bias = None if bias is None else as_tensor(bias)
+    _check("conv_transpose2d", x, weight, bias, channel_axis=0)
+    if not 0 <= output_padding < max(stride, 1):
+        raise ValueError(f"conv_transpose2d: output_padding must be smaller than stride "
+                         f"(got output_padding={output_padding}, stride={stride})")
+    return ConvTranspose2d.apply(x, weight, bias, int(stride), int(padding), int(output_padding))

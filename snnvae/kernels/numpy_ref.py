@@ -1,0 +1,274 @@
+"""Readable NumPy kernels: the oracle for every other backend and the text the lessons quote.
+
+Kernels take arrays and return arrays. They know nothing about Tensors, modules or autograd.
+Every kernel here has a twin with the same name and signature in ``cpu.py`` (Numba), and the
+tests compare the two on random inputs.
+
+Layout is time first. A spiking tensor is ``(T, N, C, H, W)`` or ``(T, N, F)``; a layer whose
+weights are shared over time receives it with T folded into the batch, ``(T*N, C, H, W)``, which
+is a free reshape of a contiguous array. Neuron kernels receive ``(T, M)`` with ``M`` every
+other axis flattened, and walk t = 0..T-1 for each of the M neurons.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+# --------------------------------------------------------------------------------------------
+# Time-distributed linear:  y[r, o] = sum_i x[r, i] w[o, i] + b[o],  rows r = (t, n)
+# --------------------------------------------------------------------------------------------
+
+
+def linear_forward(x, w, b):
+    """x (R, F_in), w (F_out, F_in), b (F_out,) or None -> y (R, F_out)."""
+    y = x @ w.T
+    if b is not None:
+        y += b
+    return y
+
+
+def linear_backward(gy, x, w, has_bias):
+    """Gradients of ``linear_forward``: gx = gy w, gw = gy^T x, gb = sum_r gy."""
+    gx = gy @ w
+    gw = gy.T @ x
+    gb = gy.sum(axis=0) if has_bias else None
+    return gx, gw, gb
+
+
+# --------------------------------------------------------------------------------------------
+# 2-D convolution (cross-correlation, as every deep-learning library defines it)
+#   y[b, o, i, j] = bias[o] + sum_{c, p, q} w[o, c, p, q] * x[b, c, i*s - pad + p, j*s - pad + q]
+# with x read as zero outside the image. Output size H_out = (H + 2 pad - k) // s + 1.
+# The loop below runs over the k*k kernel offsets; each offset is one strided slice of the
+# padded input and one small matrix product over channels.
+# --------------------------------------------------------------------------------------------
+
+
+def conv_out_size(size, kernel, stride, padding):
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def conv_transpose_out_size(size, kernel, stride, padding, output_padding):
+    return (size - 1) * stride - 2 * padding + kernel + output_padding
+
+
+def _offset_slice(p, stride, count):
+    """Rows p, p + s, ..., p + s (count - 1) of a padded image."""
+    return slice(p, p + stride * (count - 1) + 1, stride)
+
+
+def conv2d_forward(x, w, b, stride, padding):
+    """x (B, C_in, H, W), w (C_out, C_in, kh, kw), b (C_out,) or None -> (B, C_out, Ho, Wo)."""
+    B, _, H, W = x.shape
+    C_out, _, kh, kw = w.shape
+    Ho, Wo = conv_out_size(H, kh, stride, padding), conv_out_size(W, kw, stride, padding)
+    xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    y = np.zeros((B, C_out, Ho, Wo), dtype=x.dtype)
+    for p in range(kh):
+        for q in range(kw):
+            patch = xp[:, :, _offset_slice(p, stride, Ho), _offset_slice(q, stride, Wo)]
+            y += np.einsum("bchw,oc->bohw", patch, w[:, :, p, q])
+    if b is not None:
+        y += b[None, :, None, None]
+    return y
+
+
+def conv2d_backward(gy, x, w, stride, padding, has_bias):
+    """Gradients of ``conv2d_forward`` for gy (B, C_out, Ho, Wo): (gx, gw, gb)."""
+    _, _, H, W = x.shape
+    _, _, kh, kw = w.shape
+    Ho, Wo = gy.shape[2:]
+    xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    gxp = np.zeros_like(xp)
+    gw = np.zeros_like(w)
+    for p in range(kh):
+        for q in range(kw):
+            rows, cols = _offset_slice(p, stride, Ho), _offset_slice(q, stride, Wo)
+            gw[:, :, p, q] = np.einsum("bohw,bchw->oc", gy, xp[:, :, rows, cols])
+            gxp[:, :, rows, cols] += np.einsum("bohw,oc->bchw", gy, w[:, :, p, q])
+    gx = gxp[:, :, padding:padding + H, padding:padding + W]
+    gb = gy.sum(axis=(0, 2, 3)) if has_bias else None
+    return np.ascontiguousarray(gx), gw, gb
+
+
+# --------------------------------------------------------------------------------------------
+# 2-D transposed convolution: the adjoint (gradient) of a convolution, used to upsample.
+#   y[b, o, i*s - pad + p, j*s - pad + q] += x[b, c, i, j] * w[c, o, p, q]   (+ bias[o])
+# keeping only output positions inside [0, H_out) x [0, W_out), where
+# H_out = (H - 1) s - 2 pad + k + output_padding.  Weight layout (C_in, C_out, kh, kw).
+# --------------------------------------------------------------------------------------------
+
+
+def conv_transpose2d_forward(x, w, b, stride, padding, output_padding):
+    """x (B, C_in, H, W), w (C_in, C_out, kh, kw) -> (B, C_out, Ho, Wo)."""
+    B, _, H, W = x.shape
+    _, C_out, kh, kw = w.shape
+    Ho = conv_transpose_out_size(H, kh, stride, padding, output_padding)
+    Wo = conv_transpose_out_size(W, kw, stride, padding, output_padding)
+    # A canvas with `padding` extra rows/cols on each side holds every scattered value;
+    # cropping it afterwards applies the padding.
+    full = np.zeros((B, C_out, Ho + 2 * padding + kh, Wo + 2 * padding + kw), dtype=x.dtype)
+    for p in range(kh):
+        for q in range(kw):
+            full[:, :, _offset_slice(p, stride, H), _offset_slice(q, stride, W)] += np.einsum(
+                "bchw,co->bohw", x, w[:, :, p, q])
+    y = full[:, :, padding:padding + Ho, padding:padding + Wo].copy()
+    if b is not None:
+        y += b[None, :, None, None]
+    return y
+
+
+def conv_transpose2d_backward(gy, x, w, stride, padding, has_bias):
+    """Gradients of ``conv_transpose2d_forward`` for gy (B, C_out, Ho, Wo): (gx, gw, gb)."""
+    B, _, H, W = x.shape
+    _, C_out, kh, kw = w.shape
+    Ho, Wo = gy.shape[2:]
+    full = np.zeros((B, C_out, Ho + 2 * padding + kh, Wo + 2 * padding + kw), dtype=gy.dtype)
+    full[:, :, padding:padding + Ho, padding:padding + Wo] = gy
+    gx = np.zeros_like(x)
+    gw = np.zeros_like(w)
+    for p in range(kh):
+        for q in range(kw):
+            g = full[:, :, _offset_slice(p, stride, H), _offset_slice(q, stride, W)]
+            gx += np.einsum("bohw,co->bchw", g, w[:, :, p, q])
+            gw[:, :, p, q] = np.einsum("bchw,bohw->co", x, g)
+    gb = gy.sum(axis=(0, 2, 3)) if has_bias else None
+    return gx, gw, gb
+
+
+# --------------------------------------------------------------------------------------------
+# tdBN (threshold-dependent batch norm, Zheng et al. 2021) on x viewed as (M, C, S):
+# M = T*N rows, C channels, S = H*W positions. Statistics per channel over M and S, that is
+# over batch, space and time together; n = M*S values per channel.
+#   xhat = (x - mean) / sqrt(var + eps)          (var biased: divided by n)
+#   y    = scale * gamma * xhat + beta,           scale = alpha * Vth
+# --------------------------------------------------------------------------------------------
+
+
+def tdbn_forward_train(x, gamma, beta, scale, eps):
+    """x (M, C, S) -> (y, xhat, invstd, mean, var) with batch statistics (var biased)."""
+    mean = x.mean(axis=(0, 2))
+    var = ((x - mean[None, :, None]) ** 2).mean(axis=(0, 2))
+    invstd = 1.0 / np.sqrt(var + eps)
+    xhat = (x - mean[None, :, None]) * invstd[None, :, None]
+    y = (scale * gamma)[None, :, None] * xhat + beta[None, :, None]
+    return y, xhat, invstd.astype(x.dtype), mean, var
+
+
+def tdbn_forward_eval(x, gamma, beta, scale, running_mean, running_var, eps):
+    """Same map with the running statistics as constants: -> (y, xhat, invstd)."""
+    invstd = (1.0 / np.sqrt(running_var + eps)).astype(x.dtype)
+    xhat = (x - running_mean.astype(x.dtype)[None, :, None]) * invstd[None, :, None]
+    y = (scale * gamma)[None, :, None] * xhat + beta[None, :, None]
+    return y, xhat, invstd
+
+
+def tdbn_backward_train(gy, xhat, invstd, gamma, scale):
+    """Backward through batch statistics.
+
+    With g = dL/dxhat = scale * gamma * gy and n values per channel,
+        dL/dx = invstd / n * (n g - sum(g) - xhat * sum(g xhat)),
+        dL/dgamma = scale * sum(gy xhat),   dL/dbeta = sum(gy).
+    """
+    n = gy.shape[0] * gy.shape[2]
+    gbeta = gy.sum(axis=(0, 2))
+    gamma_grad = (gy * xhat).sum(axis=(0, 2))
+    g_scale = (scale * gamma * invstd)[None, :, None]
+    gx = g_scale / n * (n * gy - gbeta[None, :, None] - xhat * gamma_grad[None, :, None])
+    return gx, scale * gamma_grad, gbeta
+
+
+def tdbn_backward_eval(gy, xhat, invstd, gamma, scale):
+    """Backward with constant statistics: dL/dx = gy * scale * gamma * invstd."""
+    gx = gy * (scale * gamma * invstd)[None, :, None]
+    return gx, scale * (gy * xhat).sum(axis=(0, 2)), gy.sum(axis=(0, 2))
+
+
+# --------------------------------------------------------------------------------------------
+# Multi-step LIF neuron, x viewed as (T, M):
+#   u_t = tau * u_{t-1} * (1 - o_{t-1}) + x_t,   u_0 = o_0 = 0
+#   o_t = H(u_t - Vth)           spiking mode (strictly greater than Vth)
+#   o_t = h(u_t)                 smooth stand-in mode, h(u) = clip((u - c) / (2 aa) + 1/2, 0, 1)
+# The surrogate derivative of a spike is h'(u) = 1[|u - c| < aa] / (2 aa); c is the centre of
+# the window: 0 in the official code (a quirk) or Vth.  The stand-in's exact derivative is the
+# surrogate, so finite differences through the stand-in check the hand-written BPTT.
+# --------------------------------------------------------------------------------------------
+
+
+def lif_forward(x, vth, tau, aa, center, smooth):
+    """x (T, M) -> (o, u): outputs and membrane potentials before reset, both (T, M)."""
+    T = x.shape[0]
+    u = np.empty_like(x)
+    o = np.empty_like(x)
+    u_prev = np.zeros_like(x[0])
+    o_prev = np.zeros_like(x[0])
+    for t in range(T):
+        u[t] = tau * u_prev * (1.0 - o_prev) + x[t]
+        if smooth:
+            o[t] = np.clip((u[t] - center) / (2.0 * aa) + 0.5, 0.0, 1.0)
+        else:
+            o[t] = (u[t] > vth).astype(x.dtype)
+        u_prev, o_prev = u[t], o[t]
+    return o, u
+
+
+def lif_backward(go, u, o, tau, aa, center, detach_reset):
+    """BPTT through ``lif_forward``. Walking t = T-1 .. 0 with gu_T = 0:
+        total dL/do_t = go_t - tau * u_t * gu_{t+1}         (reset path; dropped if detached)
+        gu_t          = total dL/do_t * h'(u_t) + tau * (1 - o_t) * gu_{t+1}
+        dL/dx_t       = gu_t
+    """
+    T = go.shape[0]
+    gx = np.empty_like(go)
+    gu_next = np.zeros_like(go[0])
+    for t in range(T - 1, -1, -1):
+        go_total = go[t] if detach_reset else go[t] - tau * u[t] * gu_next
+        surrogate = (np.abs(u[t] - center) < aa).astype(go.dtype) / (2.0 * aa)
+        gu = go_total * surrogate + tau * (1.0 - o[t]) * gu_next
+        gx[t] = gu
+        gu_next = gu
+    return gx
+
+
+# --------------------------------------------------------------------------------------------
+# PSP filter (first-order synapse), x viewed as (T, M):
+#   syn_t = syn_{t-1} + (x_t - syn_{t-1}) / tau_s,  syn_{-1} = 0
+# Backward: gs_t = gy_t + (1 - 1/tau_s) gs_{t+1},  dL/dx_t = gs_t / tau_s.
+# --------------------------------------------------------------------------------------------
+
+
+def psp_forward(x, tau_s):
+    y = np.empty_like(x)
+    syn = np.zeros_like(x[0])
+    for t in range(x.shape[0]):
+        syn = syn + (x[t] - syn) / tau_s
+        y[t] = syn
+    return y
+
+
+def psp_backward(gy, tau_s):
+    gx = np.empty_like(gy)
+    gs = np.zeros_like(gy[0])
+    for t in range(gy.shape[0] - 1, -1, -1):
+        gs = gy[t] + (1.0 - 1.0 / tau_s) * gs
+        gx[t] = gs / tau_s
+    return gx
+
+
+# --------------------------------------------------------------------------------------------
+# Membrane-potential output layer: an integrate-only neuron that never fires.
+#   y = sum_t decay^(T-1-t) x_t,  x (T, M) -> y (M,);  dL/dx_t = decay^(T-1-t) gy
+# --------------------------------------------------------------------------------------------
+
+
+def membrane_coefficients(T, decay, dtype):
+    return (decay ** (T - 1 - np.arange(T, dtype=np.float64))).astype(dtype)
+
+
+def membrane_forward(x, decay):
+    coef = membrane_coefficients(x.shape[0], decay, x.dtype)
+    return np.tensordot(coef, x, axes=(0, 0))
+
+
+def membrane_backward(gy, T, decay):
+    coef = membrane_coefficients(T, decay, gy.dtype)
+    return coef[:, None] * gy[None, :]

@@ -1,0 +1,54 @@
+"""Spiking blocks: weighted layer -> optional tdBN -> optional LIF, in one module.
+
+These mirror the official tdLinear / tdConv / tdConvTranspose (parameter names ``weight``,
+``bias``, ``bn.weight``, ``bn.bias`` and the tdBN buffers), so state dicts map one to one.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .layers import LIF, Conv2d, ConvTranspose2d, Linear, TdBatchNorm
+
+
+class _SpikingMixin:
+    def _attach(self, out_channels, bn, spike, alpha, dtype, lif_options):
+        self.bn = TdBatchNorm(out_channels, alpha=alpha, dtype=dtype) if bn else None
+        self.spike = LIF(**(lif_options or {})) if spike else None
+
+    def forward(self, x):
+        y = super().forward(x)
+        if self.bn is not None:
+            y = self.bn(y)
+        if self.spike is not None:
+            y = self.spike(y)
+        return y
+
+
+class SpikingLinear(_SpikingMixin, Linear):
+    """(T, N, F_in) -> (T, N, F_out): linear, tdBN(alpha), LIF."""
+
+    def __init__(self, in_features, out_features, bias=True, *, bn=True, spike=True, alpha=1.0,
+                 rng, dtype=np.float32, lif_options=None):
+        super().__init__(in_features, out_features, bias, rng=rng, dtype=dtype)
+        self._attach(out_features, bn, spike, alpha, dtype, lif_options)
+
+
+class SpikingConv2d(_SpikingMixin, Conv2d):
+    """(T, N, C_in, H, W) -> (T, N, C_out, Ho, Wo): conv, tdBN(alpha), LIF."""
+
+    def __init__(self, in_channels, out_channels, kernel_size=3, stride=1, padding=0, bias=True,
+                 *, bn=True, spike=True, alpha=1.0, rng, dtype=np.float32, lif_options=None):
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, bias, rng=rng,
+                         dtype=dtype)
+        self._attach(out_channels, bn, spike, alpha, dtype, lif_options)
+
+
+class SpikingConvTranspose2d(_SpikingMixin, ConvTranspose2d):
+    """(T, N, C_in, H, W) -> (T, N, C_out, Ho, Wo): transposed conv, tdBN(alpha), LIF."""
+
+    def __init__(self, in_channels, out_channels, kernel_size=3, stride=1, padding=0,
+                 output_padding=0, bias=True, *, bn=True, spike=True, alpha=1.0, rng,
+                 dtype=np.float32, lif_options=None):
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, output_padding,
+                         bias, rng=rng, dtype=dtype)
+        self._attach(out_channels, bn, spike, alpha, dtype, lif_options)
