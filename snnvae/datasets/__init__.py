@@ -1,0 +1,1 @@
+"""Data files shipped inside the package (a subset of real MNIST)."""
