@@ -1,0 +1,121 @@
+"""The Numba CPU kernels against the NumPy reference on random shapes and both float dtypes."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from snnvae import backend
+from snnvae.kernels import cpu, numpy_ref
+
+TOL = {np.float32: dict(rtol=2e-5, atol=2e-5), np.float64: dict(rtol=1e-11, atol=1e-12)}
+DTYPES = [np.float32, np.float64]
+
+
+def close(a, b, dtype):
+    if a is None or b is None:
+        assert a is None and b is None
+        return
+    assert a.dtype == b.dtype == dtype, (a.dtype, b.dtype)
+    np.testing.assert_allclose(a, b, **TOL[dtype])
+
+
+def test_both_backends_expose_identical_kernels():
+    for name in backend.KERNEL_NAMES:
+        assert callable(getattr(numpy_ref, name)) and callable(getattr(cpu, name)), name
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("seed", range(3))
+def test_conv_kernels(dtype, seed):
+    rng = np.random.default_rng(seed)
+    B, Ci, Co = rng.integers(1, 4), rng.integers(1, 4), rng.integers(1, 5)
+    H, W, k = rng.integers(4, 9), rng.integers(4, 9), int(rng.choice([1, 3]))
+    stride, pad = int(rng.integers(1, 3)), int(rng.integers(0, 2))
+    x = (rng.random((B, Ci, H, W)) < 0.3).astype(dtype)
+    w = rng.normal(size=(Co, Ci, k, k)).astype(dtype)
+    b = rng.normal(size=Co).astype(dtype)
+    y_ref = numpy_ref.conv2d_forward(x, w, b, stride, pad)
+    close(cpu.conv2d_forward(x, w, b, stride, pad), y_ref, dtype)
+    gy = rng.normal(size=y_ref.shape).astype(dtype)
+    for a, r in zip(cpu.conv2d_backward(gy, x, w, stride, pad, True),
+                    numpy_ref.conv2d_backward(gy, x, w, stride, pad, True)):
+        close(a, r, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("seed", range(3))
+def test_conv_transpose_kernels(dtype, seed):
+    rng = np.random.default_rng(10 + seed)
+    B, Ci, Co = rng.integers(1, 4), rng.integers(1, 4), rng.integers(1, 5)
+    H, W = rng.integers(2, 6), rng.integers(2, 6)
+    stride, pad = int(rng.integers(1, 3)), int(rng.integers(0, 2))
+    op = int(rng.integers(0, stride))
+    x = (rng.random((B, Ci, H, W)) < 0.3).astype(dtype)
+    w = rng.normal(size=(Ci, Co, 3, 3)).astype(dtype)
+    b = rng.normal(size=Co).astype(dtype)
+    y_ref = numpy_ref.conv_transpose2d_forward(x, w, b, stride, pad, op)
+    close(cpu.conv_transpose2d_forward(x, w, b, stride, pad, op), y_ref, dtype)
+    gy = rng.normal(size=y_ref.shape).astype(dtype)
+    for a, r in zip(cpu.conv_transpose2d_backward(gy, x, w, stride, pad, True),
+                    numpy_ref.conv_transpose2d_backward(gy, x, w, stride, pad, True)):
+        close(a, r, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_linear_kernels(dtype):
+    rng = np.random.default_rng(20)
+    x, w, b = (rng.normal(size=s).astype(dtype) for s in [(7, 5), (3, 5), (3,)])
+    close(cpu.linear_forward(x, w, b), numpy_ref.linear_forward(x, w, b), dtype)
+    gy = rng.normal(size=(7, 3)).astype(dtype)
+    for a, r in zip(cpu.linear_backward(gy, x, w, True), numpy_ref.linear_backward(gy, x, w, True)):
+        close(a, r, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(5, 3, 7), (12, 2, 1), (3, 300, 2)])
+def test_tdbn_kernels(dtype, shape):
+    rng = np.random.default_rng(21)
+    C = shape[1]
+    x = (rng.normal(size=shape) * 3 + 1).astype(dtype)
+    gamma, beta = rng.uniform(0.5, 1.5, C).astype(dtype), rng.normal(size=C).astype(dtype)
+    ref = numpy_ref.tdbn_forward_train(x, gamma, beta, 0.4, 1e-5)
+    for a, r in zip(cpu.tdbn_forward_train(x, gamma, beta, 0.4, 1e-5), ref):
+        close(a, r, dtype)
+    gy = rng.normal(size=shape).astype(dtype)
+    xhat, invstd = ref[1], ref[2]
+    for a, r in zip(cpu.tdbn_backward_train(gy, xhat, invstd, gamma, 0.4),
+                    numpy_ref.tdbn_backward_train(gy, xhat, invstd, gamma, 0.4)):
+        close(a, r, dtype)
+    rm, rv = rng.normal(size=C).astype(dtype), rng.uniform(0.5, 2, C).astype(dtype)
+    ev = numpy_ref.tdbn_forward_eval(x, gamma, beta, 0.2, rm, rv, 1e-5)
+    for a, r in zip(cpu.tdbn_forward_eval(x, gamma, beta, 0.2, rm, rv, 1e-5), ev):
+        close(a, r, dtype)
+    for a, r in zip(cpu.tdbn_backward_eval(gy, ev[1], ev[2], gamma, 0.2),
+                    numpy_ref.tdbn_backward_eval(gy, ev[1], ev[2], gamma, 0.2)):
+        close(a, r, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("smooth", [False, True])
+@pytest.mark.parametrize("center,detach", [(0.0, False), (0.2, True)])
+def test_lif_kernels(dtype, smooth, center, detach):
+    rng = np.random.default_rng(22)
+    x = rng.uniform(-0.4, 0.9, size=(9, 700)).astype(dtype)   # > one block of neurons
+    o_ref, u_ref = numpy_ref.lif_forward(x, 0.2, 0.25, 0.5, center, smooth)
+    o, u = cpu.lif_forward(x, 0.2, 0.25, 0.5, center, smooth)
+    close(u, u_ref, dtype)
+    close(o, o_ref, dtype)
+    go = rng.normal(size=x.shape).astype(dtype)
+    close(cpu.lif_backward(go, u_ref, o_ref, 0.25, 0.5, center, detach),
+          numpy_ref.lif_backward(go, u_ref, o_ref, 0.25, 0.5, center, detach), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_psp_and_membrane_kernels(dtype):
+    rng = np.random.default_rng(23)
+    x = rng.uniform(size=(11, 40)).astype(dtype)
+    close(cpu.psp_forward(x, 2.0), numpy_ref.psp_forward(x, 2.0), dtype)
+    close(cpu.psp_backward(x, 2.0), numpy_ref.psp_backward(x, 2.0), dtype)
+    close(cpu.membrane_forward(x, 0.8), numpy_ref.membrane_forward(x, 0.8), dtype)
+    g = x[0]
+    close(cpu.membrane_backward(g, 11, 0.8), numpy_ref.membrane_backward(g, 11, 0.8), dtype)
