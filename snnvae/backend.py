@@ -18,7 +18,7 @@ KERNEL_NAMES = (
     "conv2d_forward", "conv2d_backward",
     "conv_transpose2d_forward", "conv_transpose2d_backward",
     "tdbn_forward_train", "tdbn_forward_eval", "tdbn_backward_train", "tdbn_backward_eval",
-    "lif_forward", "lif_backward",
+    "lif_forward", "lif_backward", "lif_step",
     "psp_forward", "psp_backward",
     "membrane_forward", "membrane_backward",
 )

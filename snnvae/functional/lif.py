@@ -131,6 +131,18 @@ def lif_unrolled(x, p: LIFParams = LIFParams(), spike_fn=None):
     return ops.concat(outs, axis=0), ops.concat(mems, axis=0)
 
 
+def lif_step(x_t, u_prev, o_prev, vth=0.2, tau=0.25):
+    """One time step of a layer of LIF neurons with carried state (arrays, no gradient).
+
+    x_t, u_prev, o_prev: arrays of one shape -> (o_t, u_t). Running a layer step by step with
+    this function gives exactly the spikes of ``lif`` over the whole sequence.
+    """
+    x_t = np.ascontiguousarray(x_t)
+    o, u = backend.kernels().lif_step(x_t.reshape(-1), np.ascontiguousarray(u_prev).reshape(-1),
+                                      np.ascontiguousarray(o_prev).reshape(-1), vth, tau)
+    return o.reshape(x_t.shape), u.reshape(x_t.shape)
+
+
 def lif(x, vth=0.2, tau=0.25, aa=0.5, window_center=0.0, detach_reset=False, mode=None):
     """Spikes of a layer of LIF neurons driven by x (T, ...): returns o of the same shape.
 

@@ -278,6 +278,18 @@ def lif_forward(x, vth, tau, aa, center, smooth):
     return o, u
 
 
+@njit(**_JIT)
+def lif_step(x_t, u_prev, o_prev, vth, tau):
+    M = x_t.shape[0]
+    u = np.empty_like(x_t)
+    o = np.empty_like(x_t)
+    for m in range(M):
+        um = tau * u_prev[m] * (1.0 - o_prev[m]) + x_t[m]
+        u[m] = um
+        o[m] = 1.0 if um > vth else 0.0
+    return o, u
+
+
 @njit(parallel=True, **_JIT)
 def lif_backward(go, u, o, tau, aa, center, detach_reset):
     T, M = go.shape

@@ -211,6 +211,16 @@ def lif_forward(x, vth, tau, aa, center, smooth):
     return o, u
 
 
+def lif_step(x_t, u_prev, o_prev, vth, tau):
+    """One spiking step with carried state, x_t, u_prev, o_prev (M,) -> (o_t, u_t).
+
+    The same arithmetic as one iteration of ``lif_forward``: running a layer step by step
+    (incremental generation) reproduces the full-sequence result exactly.
+    """
+    u = tau * u_prev * (1.0 - o_prev) + x_t
+    return (u > vth).astype(x_t.dtype), u
+
+
 def lif_backward(go, u, o, tau, aa, center, detach_reset):
     """BPTT through ``lif_forward``. Walking t = T-1 .. 0 with gu_T = 0:
         total dL/do_t = go_t - tau * u_t * gu_{t+1}         (reset path; dropped if detached)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import functional as F
+from ..autograd import Tensor, no_grad
 from .layers import LIF, Conv2d, ConvTranspose2d, Linear, TdBatchNorm
 
 
@@ -22,6 +24,27 @@ class _SpikingMixin:
         if self.spike is not None:
             y = self.spike(y)
         return y
+
+    def step(self, x_t, state=None):
+        """One time step in eval mode: x_t array (N, ...) -> (output (N, ...), new state).
+
+        The LIF state (u, o) is carried from call to call (None at t = 0). Exact in eval mode,
+        where tdBN uses its running statistics and the layer is causal in time.
+        """
+        if self.training:
+            raise RuntimeError(f"{type(self).__name__}.step is only exact in eval mode; call "
+                               f".eval() on the model first")
+        with no_grad():
+            y = super().forward(Tensor(x_t[None]))
+            if self.bn is not None:
+                y = self.bn(y)
+        y = y.data[0]
+        if self.spike is None:
+            return y, None
+        u_prev, o_prev = state if state is not None else (np.zeros_like(y), np.zeros_like(y))
+        p = self.spike.params
+        o, u = F.lif_step(y, u_prev, o_prev, p.vth, p.tau)
+        return o, (u, o)
 
 
 class SpikingLinear(_SpikingMixin, Linear):

@@ -1,0 +1,205 @@
+"""FSVAE's autoregressive Bernoulli latent: posterior q(z_t | x_<=t, z_<t), prior p(z_t | z_<t).
+
+Shapes (time first): C = latent channels, k = outputs per channel.
+    x        (T, N, C)      spikes of the layer before the latent
+    q_z, p_z (T, N, C, k)   spikes of the posterior / prior networks; unit c*k + j of the last
+                            layer is member j of channel c's group
+    z        (T, N, C)      sampled latent spikes
+
+The one-of-k pick. At step t, for each sample n and channel c, one of the k spikes
+q_z[t, n, c, :] is chosen uniformly at random: z_t[n, c] = q_z[t, n, c, pick]. Given the
+network's output, z_t is a Bernoulli variable with probability (spikes in the group) / k, and it
+is differentiable with respect to the picked spike (the gradient flows to the spike that was
+chosen, the others get none).
+
+Both networks are three spiking linears with tdBN (alpha = 2) and LIF neurons. The posterior
+sees [x_t, z_{t-1}] (2C features, z_{-1} = 0) and the prior sees z_{t-1} alone (C features).
+Because z_{t-1} must be sampled before step t can run, sampling is a loop over time.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import functional as F
+from ..autograd import Tensor, no_grad
+from ..nn import Module, Sequential, SpikingLinear
+
+
+class RandomPicks:
+    """Draws the one-of-k picks from a numpy Generator: draw(t, N, C) -> int (N, C) in [0, k)."""
+
+    def __init__(self, k: int, rng: np.random.Generator):
+        self.k, self.rng = k, rng
+
+    def draw(self, t, n, c):
+        return self.rng.integers(0, self.k, size=(n, c))
+
+
+class ReplayPicks:
+    """Replays recorded picks (T, N, C), e.g. those the official code drew, in step order."""
+
+    def __init__(self, picks):
+        self.picks = np.asarray(picks)
+
+    def draw(self, t, n, c):
+        if self.picks[t].shape != (n, c):
+            raise ValueError(f"recorded picks for step {t} have shape {self.picks[t].shape}, "
+                             f"the model needs ({n}, {c})")
+        return self.picks[t]
+
+
+def pick_one_of_k(q_t, picks):
+    """q_t (..., C, k) Tensor, picks (..., C) ints -> z (..., C): the chosen spike of each group."""
+    chosen = F.gather(q_t, np.asarray(picks)[..., None], axis=-1)
+    return F.reshape(chosen, chosen.shape[:-1])
+
+
+def latent_network(in_features, channels, k, rng, dtype, lif_options=None):
+    """in -> 2C -> 4C -> kC, each a spiking linear with tdBN(alpha = 2) and LIF."""
+    widths = [in_features, 2 * channels, 4 * channels, k * channels]
+    return Sequential(*[SpikingLinear(a, b, alpha=2.0, rng=rng, dtype=dtype, lif_options=lif_options)
+                        for a, b in zip(widths[:-1], widths[1:])])
+
+
+class _SteppedNetwork:
+    """Runs a Sequential of spiking blocks one time step at a time (eval mode, O(T) in all)."""
+
+    def __init__(self, layers: Sequential):
+        self.layers = list(layers)
+        self.state = [None] * len(self.layers)
+
+    def step(self, x_t):
+        """x_t (N, F_in) array -> spikes (N, F_out) of the last layer at this step."""
+        h = x_t
+        for i, layer in enumerate(self.layers):
+            h, self.state[i] = layer.step(h, self.state[i])
+        return h
+
+
+class BernoulliPosterior(Module):
+    """q(z_t | x_<=t, z_<t) with the official two-pass sampling (see ``forward``)."""
+
+    def __init__(self, channels, k, *, rng, dtype=np.float32, lif_options=None,
+                 prefix_updates_bn=True):
+        super().__init__()
+        self.channels, self.k = channels, k
+        self.prefix_updates_bn = prefix_updates_bn
+        self.layers = latent_network(2 * channels, channels, k, rng, dtype, lif_options)
+
+    def _run(self, x, z_in):
+        """x, z_in (t, N, C) -> q (t, N, C, k)."""
+        out = self.layers(F.concat([x, z_in], axis=-1))
+        return F.reshape(out, (*out.shape[:-1], self.channels, self.k))
+
+    def forward(self, x, picker):
+        """x (T, N, C) spikes -> (q_z (T, N, C, k), z (T, N, C)).
+
+        Training mode reproduces the official procedure:
+        1. without gradient, for t = 0..T-2: run the network on the prefix [x_<=t, z_in_<=t]
+           and pick z_t from its last step; z_in = (0, z_0, ..., z_{T-2}). In training mode
+           every prefix call normalises with its own batch statistics and (by default, as the
+           official code) updates the tdBN running statistics: T-1 extra updates per call.
+        2. with gradient, one pass over the whole sequence [x, z_in] gives q_z; z_t is re-picked
+           from it with the same picks, plus a fresh pick at t = T-1.
+        Eval mode does step 1 incrementally (O(T), exact) and step 2 as one pass.
+        """
+        T, N, C = x.shape
+        if C != self.channels:
+            raise ValueError(f"posterior expects {self.channels} channels, got input {x.shape}")
+        picks = np.empty((T, N, C), dtype=np.int64)
+        z_in = np.zeros((T, N, C), dtype=x.dtype)
+        if self.training:
+            saved = None if self.prefix_updates_bn else _bn_state(self.layers)
+            with no_grad():
+                for t in range(T - 1):
+                    q_t = self._run(x[:t + 1], Tensor(z_in[:t + 1])).data[t]
+                    picks[t] = picker.draw(t, N, C)
+                    z_in[t + 1] = np.take_along_axis(q_t, picks[t][..., None], axis=-1)[..., 0]
+            if saved is not None:
+                _restore_bn_state(self.layers, saved)
+        else:
+            stepper = _SteppedNetwork(self.layers)
+            xd = x.data
+            for t in range(T - 1):
+                q_t = stepper.step(np.concatenate([xd[t], z_in[t]], axis=-1)).reshape(N, C, self.k)
+                picks[t] = picker.draw(t, N, C)
+                z_in[t + 1] = np.take_along_axis(q_t, picks[t][..., None], axis=-1)[..., 0]
+        q_z = self._run(x, Tensor(z_in))
+        picks[T - 1] = picker.draw(T - 1, N, C)
+        return q_z, pick_one_of_k(q_z, picks)
+
+
+class BernoulliPrior(Module):
+    """p(z_t | z_<t): the network sees z_{t-1} (z_{-1} = 0) and predicts the k spikes of z_t."""
+
+    def __init__(self, channels, k, *, rng, dtype=np.float32, lif_options=None):
+        super().__init__()
+        self.channels, self.k = channels, k
+        self.layers = latent_network(channels, channels, k, rng, dtype, lif_options)
+
+    def _run(self, z_in):
+        out = self.layers(z_in)
+        return F.reshape(out, (*out.shape[:-1], self.channels, self.k))
+
+    def forward(self, z, scheduled_p=0.0, rng=None, first_scheduled_step=5):
+        """z (T, N, C) posterior samples -> p_z (T, N, C, k) for the inputs (0, z_0..z_{T-2}).
+
+        Scheduled sampling (training only, scheduled_p > 0): for each step t >= 5, with
+        probability scheduled_p (one coin for the whole batch, from ``rng``), the input
+        z_in_{t+1} is replaced by the prior's own guess 1[mean_k p(z_t) + 0.001 noise > 0.5],
+        computed without gradient from the prior run on the prefix so far.
+        """
+        z = Tensor(z.data) if isinstance(z, Tensor) else Tensor(z)   # the prior never moves z
+        T, N, C = z.shape
+        z_in = np.zeros((T, N, C), dtype=z.dtype)
+        z_in[1:] = z.data[:-1]
+        if self.training and scheduled_p > 0:
+            if rng is None:
+                raise ValueError("scheduled sampling needs rng=np.random.Generator")
+            with no_grad():
+                for t in range(first_scheduled_step, T - 1):
+                    if rng.random() < scheduled_p:
+                        p_t = self._run(Tensor(z_in[:t + 1])).data[t]
+                        guess = p_t.mean(axis=-1) + 0.001 * rng.standard_normal((N, C))
+                        z_in[t + 1] = (guess > 0.5).astype(z.dtype)
+        return self._run(Tensor(z_in))
+
+    def sample(self, n, timesteps, picker, dtype=np.float32):
+        """Generate z (T, n, C) from the prior in eval mode, one step at a time (O(T)).
+
+        z_{-1} = 0; at each step the prior's k spikes per channel are computed from z_{t-1}, one
+        of them is picked, and the result is fed back.
+        """
+        stepper = _SteppedNetwork(self.layers)
+        z = np.zeros((timesteps, n, self.channels), dtype=dtype)
+        z_prev = np.zeros((n, self.channels), dtype=dtype)
+        for t in range(timesteps):
+            p_t = stepper.step(z_prev).reshape(n, self.channels, self.k)
+            picks = picker.draw(t, n, self.channels)
+            z[t] = z_prev = np.take_along_axis(p_t, picks[..., None], axis=-1)[..., 0]
+        return z
+
+    def sample_by_prefix(self, n, timesteps, picker, dtype=np.float32):
+        """The official O(T^2) generation: re-run the prior on the whole prefix at every step."""
+        z_in = np.zeros((timesteps, n, self.channels), dtype=dtype)
+        z = np.zeros_like(z_in)
+        with no_grad():
+            for t in range(timesteps):
+                p_t = self._run(Tensor(z_in[:t + 1])).data[t]
+                picks = picker.draw(t, n, self.channels)
+                z[t] = np.take_along_axis(p_t, picks[..., None], axis=-1)[..., 0]
+                if t + 1 < timesteps:
+                    z_in[t + 1] = z[t]
+        return z
+
+
+def _bn_state(layers):
+    return [(l.bn.running_mean.copy(), l.bn.running_var.copy(), l.bn.num_batches_tracked.copy())
+            for l in layers]
+
+
+def _restore_bn_state(layers, saved):
+    for layer, (mean, var, count) in zip(layers, saved):
+        layer.bn.running_mean[:] = mean
+        layer.bn.running_var[:] = var
+        layer.bn.num_batches_tracked = count

@@ -1,0 +1,3 @@
+"""Whole models: FSVAE (spiking, Bernoulli latent)."""
+from .config import PRESETS, FSVAEConfig, preset
+from .fsvae import FSVAE, FSVAELosses, FSVAEOutput

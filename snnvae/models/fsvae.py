@@ -1,0 +1,146 @@
+"""FSVAE: the Fully Spiking Variational Autoencoder (Kamata et al., AAAI 2022).
+
+    image (N, C_in, S, S) in [-1, 1]
+      -> repeated over T steps (direct input)                       (T, N, C_in, S, S)
+      -> encoder: spiking convs 3x3 / stride 2 (conv, tdBN, LIF)     (T, N, 256, 2, 2)
+      -> flatten, before_latent_layer: linear -> tdBN -> LIF       (T, N, C)
+      -> posterior q(z_t | x_<=t, z_<t), one-of-k pick             q_z (T, N, C, k), z (T, N, C)
+      -> prior p(z_t | z_<t) on (0, z_0 .. z_{T-2})                p_z (T, N, C, k)
+      -> decoder_input: linear -> tdBN -> LIF, reshape               (T, N, 256, 2, 2)
+      -> decoder: spiking transposed convs 3x3 / stride 2           (T, N, 32, S/2, S/2)
+      -> final_layer: transposed conv to S x S (tdBN, LIF), then transposed conv to C_in
+         channels (stride 1, no tdBN, no LIF)                        (T, N, C_in, S, S)
+      -> membrane output sum_t 0.8^(T-1-t) x_t, tanh                 (N, C_in, S, S)
+
+Loss = MSE(reconstruction, image) + weight * distance(q_z, p_z), the distance being the
+PSP-based "MMD" (weight 1) or the Bernoulli KL (weight 1e-4).
+
+Module names mirror the official code (encoder.0, before_latent_layer, posterior.layers.0,
+prior.layers.0, decoder_input, decoder.0, final_layer.0, final_layer.1), so a state dict maps one
+to one apart from the weight layouts (see ``from_official_state``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import functional as F
+from ..autograd import Tensor, as_tensor, no_grad
+from ..latent import BernoulliPosterior, BernoulliPrior, RandomPicks
+from ..nn import (ConvTranspose2d, MembraneOutput, Module, Reshape, Sequential, SpikingConv2d,
+                  SpikingConvTranspose2d, SpikingLinear)
+from .config import FSVAEConfig
+
+
+@dataclass
+class FSVAEOutput:
+    """Everything one forward pass produces (Tensors, time first)."""
+    reconstruction: Tensor   # (N, C_in, S, S) in [-1, 1]
+    q_z: Tensor              # (T, N, C, k) posterior spikes
+    p_z: Tensor              # (T, N, C, k) prior spikes
+    z: Tensor                # (T, N, C) sampled latent
+
+
+@dataclass
+class FSVAELosses:
+    loss: Tensor
+    reconstruction: Tensor
+    distance: Tensor
+
+
+class FSVAE(Module):
+    def __init__(self, config: FSVAEConfig, *, rng: np.random.Generator, dtype=np.float32):
+        super().__init__()
+        self.config = config
+        lif = dict(window_center=config.window_center, detach_reset=config.detach_reset)
+        common = dict(rng=rng, dtype=dtype, lif_options=lif)
+        hidden = list(config.hidden_channels)
+        s = config.bottleneck_size
+        flat = hidden[-1] * s * s
+
+        channels = [config.in_channels] + hidden
+        self.encoder = Sequential(*[SpikingConv2d(a, b, 3, stride=2, padding=1, **common)
+                                    for a, b in zip(channels[:-1], channels[1:])])
+        self.flatten = Reshape(2, (flat,))
+        self.before_latent_layer = SpikingLinear(flat, config.latent_dim, **common)
+        self.prior = BernoulliPrior(config.latent_dim, config.k, **common)
+        self.posterior = BernoulliPosterior(config.latent_dim, config.k,
+                                            prefix_updates_bn=config.prefix_updates_bn, **common)
+        self.decoder_input = SpikingLinear(config.latent_dim, flat, **common)
+        self.unflatten = Reshape(2, (hidden[-1], s, s))
+        rev = hidden[::-1]
+        self.decoder = Sequential(*[
+            SpikingConvTranspose2d(a, b, 3, stride=2, padding=1, output_padding=1, **common)
+            for a, b in zip(rev[:-1], rev[1:])])
+        self.final_layer = Sequential(
+            SpikingConvTranspose2d(hidden[0], hidden[0], 3, stride=2, padding=1, output_padding=1,
+                                   **common),
+            ConvTranspose2d(hidden[0], config.in_channels, 3, stride=1, padding=1, rng=rng,
+                            dtype=dtype))
+        self.membrane_output_layer = MembraneOutput(decay=0.8)
+
+    # --- pieces ------------------------------------------------------------------------------
+    def repeat_over_time(self, images):
+        """Direct input coding: (N, C, S, S) -> (T, N, C, S, S), the image at every step."""
+        images = as_tensor(images)
+        expected = (self.config.in_channels, self.config.input_size, self.config.input_size)
+        if images.ndim != 4 or images.shape[1:] != expected:
+            raise ValueError(f"FSVAE expects images of shape (N, {expected[0]}, {expected[1]}, "
+                             f"{expected[2]}), got {images.shape}")
+        T = self.config.timesteps
+        return Tensor(np.ascontiguousarray(np.broadcast_to(images.data, (T, *images.shape))))
+
+    def encode(self, images):
+        """images (N, C_in, S, S) -> spikes before the latent (T, N, latent_dim)."""
+        h = self.encoder(self.repeat_over_time(images))
+        return self.before_latent_layer(self.flatten(h))
+
+    def decode(self, z):
+        """z (T, N, latent_dim) spikes -> images (N, C_in, S, S) in [-1, 1]."""
+        h = self.unflatten(self.decoder_input(as_tensor(z)))
+        h = self.final_layer(self.decoder(h))
+        return F.tanh(self.membrane_output_layer(h))
+
+    # --- the model ---------------------------------------------------------------------------
+    def forward(self, images, *, picker=None, rng=None, scheduled_p=0.0):
+        """Reconstruct ``images``. Randomness: the one-of-k picks come from ``picker`` or, if
+        None, from ``rng``; scheduled sampling (training, scheduled_p > 0) also draws from rng.
+        """
+        if picker is None:
+            if rng is None:
+                raise ValueError("FSVAE.forward needs rng=np.random.Generator (or a picker) for "
+                                 "the posterior's one-of-k picks")
+            picker = RandomPicks(self.config.k, rng)
+        x = self.encode(images)
+        q_z, z = self.posterior(x, picker)
+        use_scheduled = self.config.scheduled_sampling and self.training and scheduled_p > 0
+        p_z = self.prior(z, scheduled_p if use_scheduled else 0.0, rng)
+        return FSVAEOutput(self.decode(z), q_z, p_z, z)
+
+    def loss(self, images, out: FSVAEOutput) -> FSVAELosses:
+        images = as_tensor(images, dtype=out.reconstruction.dtype)
+        recon = F.mse_loss(out.reconstruction, images)
+        if self.config.distance == "mmd":
+            distance = F.psp_mmd_loss(out.q_z, out.p_z)
+        else:
+            distance = F.bernoulli_kld_loss(out.q_z, out.p_z)
+        return FSVAELosses(recon + distance * self.config.weight_of_distance, recon, distance)
+
+    def sample(self, n, rng: np.random.Generator, incremental=True):
+        """Generate n images from the prior (eval mode): (images (n, C_in, S, S), z (T, n, C))."""
+        if self.training:
+            raise RuntimeError("sampling uses running tdBN statistics: call model.eval() first")
+        picker = RandomPicks(self.config.k, rng)
+        dtype = self.decoder_input.weight.dtype
+        if incremental:
+            z = self.prior.sample(n, self.config.timesteps, picker, dtype)
+        else:
+            z = self.prior.sample_by_prefix(n, self.config.timesteps, picker, dtype)
+        with no_grad():
+            return self.decode(Tensor(z)), z
+
+    @staticmethod
+    def scheduled_probability(epoch, epochs):
+        """The official schedule: p = 0.1 + 0.2 * epoch / epochs (rising from 0.1 towards 0.3)."""
+        return 0.1 + 0.2 * epoch / max(epochs, 1)
