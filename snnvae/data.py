@@ -120,6 +120,24 @@ def validate_images_labels(images, labels, source="data"):
         raise DataError(f"{source}: labels must lie in 0..9, found {int(labels.max())}")
 
 
+def load_split(name: str, split: str, data_dir=None, download=False):
+    """uint8 images and labels of ``name`` ('mnist', 'fashion-mnist' or 'embedded-mnist').
+
+    With download=True a data set missing from every search directory is fetched into the user
+    cache (needs a network).
+    """
+    if name == "embedded-mnist":
+        return load_embedded_mnist(split)
+    try:
+        return load_idx_split(name, split, data_dir)
+    except DataError:
+        if not download:
+            raise
+        from .download import download_dataset
+        download_dataset(name)
+        return load_idx_split(name, split, data_dir)
+
+
 def load_embedded_mnist(split: str):
     """The real-MNIST subset shipped in the package: (images uint8 (n, 28, 28), labels)."""
     if split not in SPLIT_FILES:
@@ -132,6 +150,15 @@ def load_embedded_mnist(split: str):
 
 
 # --- arrays for the networks ---------------------------------------------------------------------
+
+
+def prepare_images(images_u8, size=32, dtype=np.float32):
+    """The papers' preprocessing: PIL-exact bilinear resize of the uint8 images to size x size,
+    then scaling to [-1, 1]. uint8 (n, 28, 28) -> (n, 1, size, size)."""
+    from .resize import resize_bilinear_u8
+    if size != images_u8.shape[-1]:
+        images_u8 = resize_bilinear_u8(images_u8, size)
+    return to_signed_unit(images_u8, dtype)
 
 
 def to_signed_unit(images_u8, dtype=np.float32):

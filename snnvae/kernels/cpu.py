@@ -35,80 +35,102 @@ def linear_backward(gy, x, w, has_bias):
 
 
 # --------------------------------------------------------------------------------------------
-# Convolutions as im2col + GEMM.  cols[b, (c, p, q), (i, j)] = x[b, c, i*s - pad + p, j*s - pad + q]
-# The same index map, read backwards (col2im, a scatter-add), is the input gradient of a
-# convolution and the forward pass of a transposed convolution.
+# Convolutions as one GEMM each. im2col writes the patches of all B images side by side:
+#     cols[(c, p, q), b*L + (i*Wo + j)] = x[b, c, i*s - pad + p, j*s - pad + q]     (K x B*L)
+# so that W (C_out x K) @ cols is a single large matrix product even when the feature maps are
+# tiny (2 x 2 in the FSVAE bottleneck), where one product per image would waste BLAS. The same
+# index map read backwards (col2im, a scatter-add) is the input gradient of a convolution and
+# the forward pass of a transposed convolution.
 # --------------------------------------------------------------------------------------------
 
 
 @njit(parallel=True, **_JIT)
-def im2col(x, kh, kw, stride, pad, Ho, Wo):
-    """x (B, C, H, W) -> cols (B, C*kh*kw, Ho*Wo); zero where the window leaves the image."""
+def _im2col(x, cols, kh, kw, stride, pad, Ho, Wo):
     B, C, H, W = x.shape
-    cols = np.zeros((B, C * kh * kw, Ho * Wo), dtype=x.dtype)
-    for b in prange(B):
-        for c in range(C):
-            for p in range(kh):
-                for q in range(kw):
-                    row = (c * kh + p) * kw + q
-                    for i in range(Ho):
-                        hi = i * stride - pad + p
-                        if hi < 0 or hi >= H:
-                            continue
-                        for j in range(Wo):
-                            wj = j * stride - pad + q
-                            if 0 <= wj < W:
-                                cols[b, row, i * Wo + j] = x[b, c, hi, wj]
+    L = Ho * Wo
+    for row in prange(C * kh * kw):
+        c = row // (kh * kw)
+        p = (row // kw) % kh
+        q = row % kw
+        for b in range(B):
+            base = b * L
+            for i in range(Ho):
+                hi = i * stride - pad + p
+                inside_row = 0 <= hi < H
+                for j in range(Wo):
+                    wj = j * stride - pad + q
+                    if inside_row and 0 <= wj < W:
+                        cols[row, base + i * Wo + j] = x[b, c, hi, wj]
+                    else:
+                        cols[row, base + i * Wo + j] = 0
+
+
+def im2col(x, kh, kw, stride, pad, Ho, Wo):
+    """x (B, C, H, W) -> cols (C*kh*kw, B*Ho*Wo); zero where the window leaves the image."""
+    B, C = x.shape[:2]
+    cols = np.empty((C * kh * kw, B * Ho * Wo), dtype=x.dtype)
+    _im2col(np.ascontiguousarray(x), cols, kh, kw, stride, pad, Ho, Wo)
     return cols
 
 
 @njit(parallel=True, **_JIT)
-def col2im(cols, C, H, W, kh, kw, stride, pad, Ho, Wo):
-    """Adjoint of ``im2col``: cols (B, C*kh*kw, Ho*Wo) -> x (B, C, H, W), summing overlaps."""
-    B = cols.shape[0]
+def _col2im(cols, x, kh, kw, stride, pad, Ho, Wo):
+    B, C, H, W = x.shape
+    L = Ho * Wo
+    for bc in prange(B * C):
+        b = bc // C
+        c = bc % C
+        for p in range(kh):
+            for q in range(kw):
+                row = (c * kh + p) * kw + q
+                for i in range(Ho):
+                    hi = i * stride - pad + p
+                    if hi < 0 or hi >= H:
+                        continue
+                    for j in range(Wo):
+                        wj = j * stride - pad + q
+                        if 0 <= wj < W:
+                            x[b, c, hi, wj] += cols[row, b * L + i * Wo + j]
+
+
+def col2im(cols, B, C, H, W, kh, kw, stride, pad, Ho, Wo):
+    """Adjoint of ``im2col``: cols (C*kh*kw, B*Ho*Wo) -> x (B, C, H, W), summing overlaps."""
     x = np.zeros((B, C, H, W), dtype=cols.dtype)
-    for b in prange(B):
-        for c in range(C):
-            for p in range(kh):
-                for q in range(kw):
-                    row = (c * kh + p) * kw + q
-                    for i in range(Ho):
-                        hi = i * stride - pad + p
-                        if hi < 0 or hi >= H:
-                            continue
-                        for j in range(Wo):
-                            wj = j * stride - pad + q
-                            if 0 <= wj < W:
-                                x[b, c, hi, wj] += cols[b, row, i * Wo + j]
+    _col2im(cols, x, kh, kw, stride, pad, Ho, Wo)
     return x
 
 
-def _weight_grad(a, cols):
-    """sum_b a[b] @ cols[b]^T for a (B, P, L), cols (B, K, L) -> (P, K)."""
-    return np.tensordot(a, cols, axes=([0, 2], [0, 2]))
+def _to_channel_major(a):
+    """(B, C, ...) -> (C, B * prod(...)) contiguous."""
+    B, C = a.shape[:2]
+    return np.ascontiguousarray(a.reshape(B, C, -1).transpose(1, 0, 2)).reshape(C, -1)
+
+
+def _to_batch_major(a2, B, shape):
+    """(C, B * L) -> (B, C, *shape) contiguous."""
+    C = a2.shape[0]
+    return np.ascontiguousarray(a2.reshape(C, B, -1).transpose(1, 0, 2)).reshape(B, C, *shape)
 
 
 def conv2d_forward(x, w, b, stride, padding):
     B, C_in, H, W = x.shape
     C_out, _, kh, kw = w.shape
     Ho, Wo = conv_out_size(H, kh, stride, padding), conv_out_size(W, kw, stride, padding)
-    cols = im2col(x, kh, kw, stride, padding, Ho, Wo)
-    y = np.matmul(w.reshape(C_out, -1), cols)
+    y2 = w.reshape(C_out, -1) @ im2col(x, kh, kw, stride, padding, Ho, Wo)
     if b is not None:
-        y += b[None, :, None]
-    return y.reshape(B, C_out, Ho, Wo)
+        y2 += b[:, None]
+    return _to_batch_major(y2, B, (Ho, Wo))
 
 
 def conv2d_backward(gy, x, w, stride, padding, has_bias):
     B, C_in, H, W = x.shape
     C_out, _, kh, kw = w.shape
     Ho, Wo = gy.shape[2:]
-    g = gy.reshape(B, C_out, Ho * Wo)
+    g2 = _to_channel_major(gy)
     cols = im2col(x, kh, kw, stride, padding, Ho, Wo)
-    gw = _weight_grad(g, cols).reshape(w.shape)
-    gcols = np.matmul(w.reshape(C_out, -1).T, g)
-    gx = col2im(gcols, C_in, H, W, kh, kw, stride, padding, Ho, Wo)
-    gb = g.sum(axis=(0, 2)) if has_bias else None
+    gw = (g2 @ cols.T).reshape(w.shape)
+    gx = col2im(w.reshape(C_out, -1).T @ g2, B, C_in, H, W, kh, kw, stride, padding, Ho, Wo)
+    gb = g2.sum(axis=1) if has_bias else None
     return gx, gw, gb
 
 
@@ -117,8 +139,8 @@ def conv_transpose2d_forward(x, w, b, stride, padding, output_padding):
     _, C_out, kh, kw = w.shape
     Ho = conv_transpose_out_size(H, kh, stride, padding, output_padding)
     Wo = conv_transpose_out_size(W, kw, stride, padding, output_padding)
-    cols = np.matmul(w.reshape(C_in, -1).T, x.reshape(B, C_in, H * W))
-    y = col2im(np.ascontiguousarray(cols), C_out, Ho, Wo, kh, kw, stride, padding, H, W)
+    cols = w.reshape(C_in, -1).T @ _to_channel_major(x)
+    y = col2im(cols, B, C_out, Ho, Wo, kh, kw, stride, padding, H, W)
     if b is not None:
         y += b[None, :, None, None]
     return y
@@ -128,79 +150,96 @@ def conv_transpose2d_backward(gy, x, w, stride, padding, has_bias):
     B, C_in, H, W = x.shape
     _, C_out, kh, kw = w.shape
     gcols = im2col(gy, kh, kw, stride, padding, H, W)
-    xf = x.reshape(B, C_in, H * W)
-    gx = np.matmul(w.reshape(C_in, -1), gcols).reshape(x.shape)
-    gw = _weight_grad(xf, gcols).reshape(w.shape)
+    x2 = _to_channel_major(x)
+    gx = _to_batch_major(w.reshape(C_in, -1) @ gcols, B, (H, W))
+    gw = (x2 @ gcols.T).reshape(w.shape)
     gb = gy.sum(axis=(0, 2, 3)) if has_bias else None
     return gx, gw, gb
 
 
 # --------------------------------------------------------------------------------------------
-# tdBN on (M, C, S): one parallel iteration per channel, two passes for a stable variance.
+# tdBN on (M, C, S): per-channel statistics as partial sums over fixed chunks of rows (parallel,
+# reading memory in order), two passes for a stable variance.
 # --------------------------------------------------------------------------------------------
 
 
+_ROW_CHUNKS = 16   # fixed number of partial sums: parallel, contiguous and deterministic
+
+
 @njit(parallel=True, **_JIT)
-def _channel_mean_var(x):
+def _channel_partial_sums(x, shift, power):
+    """Per chunk of rows and channel: sum over rows and positions of (x - shift[c])^power."""
     M, C, S = x.shape
-    mean = np.empty(C, dtype=np.float64)
-    var = np.empty(C, dtype=np.float64)
-    n = M * S
-    for c in prange(C):
-        s = 0.0
-        for m in range(M):
-            for k in range(S):
-                s += x[m, c, k]
-        mu = s / n
-        ss = 0.0
-        for m in range(M):
-            for k in range(S):
-                d = x[m, c, k] - mu
-                ss += d * d
-        mean[c] = mu
-        var[c] = ss / n
+    partial = np.zeros((_ROW_CHUNKS, C), dtype=np.float64)
+    step = (M + _ROW_CHUNKS - 1) // _ROW_CHUNKS
+    for chunk in prange(_ROW_CHUNKS):
+        for m in range(chunk * step, min((chunk + 1) * step, M)):
+            for c in range(C):
+                acc = 0.0
+                for k in range(S):
+                    d = x[m, c, k] - shift[c]
+                    acc += d if power == 1 else d * d
+                partial[chunk, c] += acc
+    return partial
+
+
+def _channel_mean_var(x):
+    """Two-pass mean and biased variance per channel of x (M, C, S), accumulated in float64."""
+    n = x.shape[0] * x.shape[2]
+    zero = np.zeros(x.shape[1])
+    mean = _channel_partial_sums(x, zero, 1).sum(axis=0) / n
+    var = _channel_partial_sums(x, mean, 2).sum(axis=0) / n
     return mean, var
 
 
 @njit(parallel=True, **_JIT)
-def _normalise(x, mean, invstd, gain, beta):
+def _normalise_into(x, mean, invstd, gain, beta, y, xhat):
     """xhat = (x - mean) invstd;  y = gain xhat + beta, per channel."""
     M, C, S = x.shape
-    y = np.empty_like(x)
-    xhat = np.empty_like(x)
     for m in prange(M):
         for c in range(C):
             for k in range(S):
                 h = (x[m, c, k] - mean[c]) * invstd[c]
                 xhat[m, c, k] = h
                 y[m, c, k] = gain[c] * h + beta[c]
+
+
+def _normalise(x, mean, invstd, gain, beta):
+    y, xhat = np.empty_like(x), np.empty_like(x)
+    _normalise_into(x, mean, invstd, gain, beta, y, xhat)
     return y, xhat
 
 
 @njit(parallel=True, **_JIT)
+def _channel_partial_grad_sums(gy, xhat):
+    M, C, S = gy.shape
+    p1 = np.zeros((_ROW_CHUNKS, C), dtype=np.float64)
+    p2 = np.zeros((_ROW_CHUNKS, C), dtype=np.float64)
+    step = (M + _ROW_CHUNKS - 1) // _ROW_CHUNKS
+    for chunk in prange(_ROW_CHUNKS):
+        for m in range(chunk * step, min((chunk + 1) * step, M)):
+            for c in range(C):
+                a = 0.0
+                b = 0.0
+                for k in range(S):
+                    g = gy[m, c, k]
+                    a += g
+                    b += g * xhat[m, c, k]
+                p1[chunk, c] += a
+                p2[chunk, c] += b
+    return p1, p2
+
+
 def _channel_sums(gy, xhat):
     """Per channel: sum(gy) and sum(gy * xhat), accumulated in float64."""
-    M, C, S = gy.shape
-    s1 = np.zeros(C, dtype=np.float64)
-    s2 = np.zeros(C, dtype=np.float64)
-    for c in prange(C):
-        a = 0.0
-        b = 0.0
-        for m in range(M):
-            for k in range(S):
-                g = gy[m, c, k]
-                a += g
-                b += g * xhat[m, c, k]
-        s1[c] = a
-        s2[c] = b
-    return s1, s2
+    p1, p2 = _channel_partial_grad_sums(gy, xhat)
+    return p1.sum(axis=0), p2.sum(axis=0)
 
 
 @njit(parallel=True, **_JIT)
-def _bn_input_grad(gy, xhat, coef, sum_gy, sum_gy_xhat, n):
+def _bn_input_grad_into(gy, xhat, coef, sum_gy, sum_gy_xhat, n, gx):
     """gx = coef / n * (n gy - sum(gy) - xhat sum(gy xhat)), per channel."""
     M, C, S = gy.shape
-    gx = np.empty_like(gy)
     for m in prange(M):
         for c in range(C):
             a = sum_gy[c]
@@ -208,6 +247,11 @@ def _bn_input_grad(gy, xhat, coef, sum_gy, sum_gy_xhat, n):
             k_ = coef[c] / n
             for k in range(S):
                 gx[m, c, k] = k_ * (n * gy[m, c, k] - a - xhat[m, c, k] * b)
+
+
+def _bn_input_grad(gy, xhat, coef, sum_gy, sum_gy_xhat, n):
+    gx = np.empty_like(gy)
+    _bn_input_grad_into(gy, xhat, coef, sum_gy, sum_gy_xhat, n, gx)
     return gx
 
 
@@ -245,70 +289,92 @@ def tdbn_backward_eval(gy, xhat, invstd, gamma, scale):
 
 
 # --------------------------------------------------------------------------------------------
-# LIF: each neuron m walks t = 0..T-1 (forward) or T-1..0 (BPTT); neurons run in parallel in
-# contiguous blocks so that at each t a thread reads neighbouring memory.
+# LIF: neurons are split into contiguous blocks, one parallel iteration per block. Inside a
+# block the loop runs time outer and neurons inner, so every read and write at step t touches
+# consecutive memory (and vectorises). The constants arrive cast to the array's dtype, so float32
+# arithmetic and the threshold comparison are bit-identical to the NumPy reference.
+# Outputs are allocated by NumPy (which asks the OS for huge pages for big arrays) and filled here.
 # --------------------------------------------------------------------------------------------
 
-_BLOCK = 256
+_BLOCK = 1024
 
 
 @njit(parallel=True, **_JIT)
-def lif_forward(x, vth, tau, aa, center, smooth):
+def _lif_forward(x, o, u, vth, tau, width, center, half, one, zero, smooth):
     T, M = x.shape
-    u = np.empty_like(x)
-    o = np.empty_like(x)
     nblocks = (M + _BLOCK - 1) // _BLOCK
     for blk in prange(nblocks):
         lo = blk * _BLOCK
-        hi = min(lo + _BLOCK, M)
-        for m in range(lo, hi):
-            u_prev = 0.0
-            o_prev = 0.0
-            for t in range(T):
-                um = tau * u_prev * (1.0 - o_prev) + x[t, m]
+        n = min(lo + _BLOCK, M) - lo
+        u_prev = np.zeros(n, dtype=x.dtype)
+        o_prev = np.zeros(n, dtype=x.dtype)
+        for t in range(T):
+            for i in range(n):
+                um = tau * u_prev[i] * (one - o_prev[i]) + x[t, lo + i]
                 if smooth:
-                    om = (um - center) / (2.0 * aa) + 0.5
-                    om = min(max(om, 0.0), 1.0)
+                    om = (um - center) / width + half
+                    om = min(max(om, zero), one)
                 else:
-                    om = 1.0 if um > vth else 0.0
-                u[t, m] = um
-                o[t, m] = om
-                u_prev = u[t, m]   # read back: keeps float32 rounding identical to NumPy
-                o_prev = om
+                    om = one if um > vth else zero
+                u[t, lo + i] = um
+                o[t, lo + i] = om
+                u_prev[i] = um
+                o_prev[i] = om
+
+
+def _typed(dtype, *values):
+    return tuple(dtype.type(v) for v in values)
+
+
+def lif_forward(x, vth, tau, aa, center, smooth):
+    o = np.empty_like(x)
+    u = np.empty_like(x)
+    _lif_forward(x, o, u, *_typed(x.dtype, vth, tau, 2.0 * aa, center, 0.5, 1.0, 0.0), smooth)
     return o, u
 
 
 @njit(**_JIT)
-def lif_step(x_t, u_prev, o_prev, vth, tau):
-    M = x_t.shape[0]
-    u = np.empty_like(x_t)
-    o = np.empty_like(x_t)
-    for m in range(M):
-        um = tau * u_prev[m] * (1.0 - o_prev[m]) + x_t[m]
+def _lif_step(x_t, u_prev, o_prev, o, u, vth, tau, one, zero):
+    for m in range(x_t.shape[0]):
+        um = tau * u_prev[m] * (one - o_prev[m]) + x_t[m]
         u[m] = um
-        o[m] = 1.0 if um > vth else 0.0
+        o[m] = one if um > vth else zero
+
+
+def lif_step(x_t, u_prev, o_prev, vth, tau):
+    o = np.empty_like(x_t)
+    u = np.empty_like(x_t)
+    _lif_step(x_t, u_prev.astype(x_t.dtype, copy=False), o_prev.astype(x_t.dtype, copy=False),
+              o, u, *_typed(x_t.dtype, vth, tau, 1.0, 0.0))
     return o, u
 
 
 @njit(parallel=True, **_JIT)
-def lif_backward(go, u, o, tau, aa, center, detach_reset):
+def _lif_backward(go, u, o, gx, tau, inv_width, aa, center, one, zero, detach_reset):
     T, M = go.shape
-    gx = np.empty_like(go)
-    inv_width = 1.0 / (2.0 * aa)
     nblocks = (M + _BLOCK - 1) // _BLOCK
     for blk in prange(nblocks):
         lo = blk * _BLOCK
-        hi = min(lo + _BLOCK, M)
-        for m in range(lo, hi):
-            gu_next = 0.0
-            for t in range(T - 1, -1, -1):
+        n = min(lo + _BLOCK, M) - lo
+        gu_next = np.zeros(n, dtype=go.dtype)
+        for t in range(T - 1, -1, -1):
+            for i in range(n):
+                m = lo + i
                 g = go[t, m]
                 if not detach_reset:
-                    g = g - tau * u[t, m] * gu_next
-                sg = inv_width if abs(u[t, m] - center) < aa else 0.0
-                gu = g * sg + tau * (1.0 - o[t, m]) * gu_next
+                    g = g - tau * u[t, m] * gu_next[i]
+                sg = inv_width if abs(u[t, m] - center) < aa else zero
+                gu = g * sg + tau * (one - o[t, m]) * gu_next[i]
                 gx[t, m] = gu
-                gu_next = gu
+                gu_next[i] = gu
+
+
+def lif_backward(go, u, o, tau, aa, center, detach_reset):
+    gx = np.empty_like(go)
+    dt = go.dtype.type
+    inv_width = dt(1.0) / dt(2.0 * aa)
+    _lif_backward(go, u, o, gx, dt(tau), inv_width, dt(aa), dt(center), dt(1.0), dt(0.0),
+                  detach_reset)
     return gx
 
 

@@ -91,8 +91,12 @@ class BernoulliPosterior(Module):
         out = self.layers(F.concat([x, z_in], axis=-1))
         return F.reshape(out, (*out.shape[:-1], self.channels, self.k))
 
-    def forward(self, x, picker):
+    def forward(self, x, picker, z_in=None):
         """x (T, N, C) spikes -> (q_z (T, N, C, k), z (T, N, C)).
+
+        z_in: optional (T, N, C) latent inputs (0, z_0, .., z_{T-2}) to use instead of sampling
+        them (teacher forcing; with it, the loss is a smooth function of the parameters in the
+        stand-in spike mode, which is what the whole-model finite-difference test needs).
 
         Training mode reproduces the official procedure:
         1. without gradient, for t = 0..T-2: run the network on the prefix [x_<=t, z_in_<=t]
@@ -107,8 +111,14 @@ class BernoulliPosterior(Module):
         if C != self.channels:
             raise ValueError(f"posterior expects {self.channels} channels, got input {x.shape}")
         picks = np.empty((T, N, C), dtype=np.int64)
-        z_in = np.zeros((T, N, C), dtype=x.dtype)
-        if self.training:
+        if z_in is not None:
+            z_in = np.asarray(z_in.data if isinstance(z_in, Tensor) else z_in, dtype=x.dtype)
+            if z_in.shape != (T, N, C):
+                raise ValueError(f"z_in must have shape {(T, N, C)}, got {z_in.shape}")
+            for t in range(T - 1):
+                picks[t] = picker.draw(t, N, C)
+        elif self.training:
+            z_in = np.zeros((T, N, C), dtype=x.dtype)
             saved = None if self.prefix_updates_bn else _bn_state(self.layers)
             with no_grad():
                 for t in range(T - 1):
@@ -118,6 +128,7 @@ class BernoulliPosterior(Module):
             if saved is not None:
                 _restore_bn_state(self.layers, saved)
         else:
+            z_in = np.zeros((T, N, C), dtype=x.dtype)
             stepper = _SteppedNetwork(self.layers)
             xd = x.data
             for t in range(T - 1):
@@ -164,12 +175,13 @@ class BernoulliPrior(Module):
                         z_in[t + 1] = (guess > 0.5).astype(z.dtype)
         return self._run(Tensor(z_in))
 
-    def sample(self, n, timesteps, picker, dtype=np.float32):
+    def sample(self, n, timesteps, picker, dtype=None):
         """Generate z (T, n, C) from the prior in eval mode, one step at a time (O(T)).
 
         z_{-1} = 0; at each step the prior's k spikes per channel are computed from z_{t-1}, one
         of them is picked, and the result is fed back.
         """
+        dtype = dtype or self.layers[0].weight.dtype
         stepper = _SteppedNetwork(self.layers)
         z = np.zeros((timesteps, n, self.channels), dtype=dtype)
         z_prev = np.zeros((n, self.channels), dtype=dtype)
@@ -179,8 +191,9 @@ class BernoulliPrior(Module):
             z[t] = z_prev = np.take_along_axis(p_t, picks[..., None], axis=-1)[..., 0]
         return z
 
-    def sample_by_prefix(self, n, timesteps, picker, dtype=np.float32):
+    def sample_by_prefix(self, n, timesteps, picker, dtype=None):
         """The official O(T^2) generation: re-run the prior on the whole prefix at every step."""
+        dtype = dtype or self.layers[0].weight.dtype
         z_in = np.zeros((timesteps, n, self.channels), dtype=dtype)
         z = np.zeros_like(z_in)
         with no_grad():

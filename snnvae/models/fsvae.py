@@ -128,7 +128,7 @@ class FSVAE(Module):
         return FSVAELosses(recon + distance * self.config.weight_of_distance, recon, distance)
 
     def sample(self, n, rng: np.random.Generator, incremental=True):
-        """Generate n images from the prior (eval mode): (images (n, C_in, S, S), z (T, n, C))."""
+        """Generate n images (n, C_in, S, S) from the prior (eval mode)."""
         if self.training:
             raise RuntimeError("sampling uses running tdBN statistics: call model.eval() first")
         picker = RandomPicks(self.config.k, rng)
@@ -138,7 +138,22 @@ class FSVAE(Module):
         else:
             z = self.prior.sample_by_prefix(n, self.config.timesteps, picker, dtype)
         with no_grad():
-            return self.decode(Tensor(z)), z
+            return self.decode(Tensor(z)).data
+
+    # --- the training-loop protocol (see snnvae.train) ---------------------------------------
+    def training_losses(self, images, rng, epoch, epochs):
+        p = self.scheduled_probability(epoch, epochs) if self.config.scheduled_sampling else 0.0
+        losses = self.loss(images, self(images, rng=rng, scheduled_p=p))
+        return {"loss": losses.loss, "recon": losses.reconstruction, "distance": losses.distance}
+
+    def evaluation_losses(self, images, rng):
+        losses = self.loss(images, self(images, rng=rng))
+        return {"loss": losses.loss.item(), "recon": losses.reconstruction.item(),
+                "distance": losses.distance.item()}
+
+    def reconstruct(self, images, rng):
+        with no_grad():
+            return self(images, rng=rng).reconstruction.data
 
     @staticmethod
     def scheduled_probability(epoch, epochs):

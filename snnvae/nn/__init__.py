@@ -2,5 +2,6 @@
 from .module import Module, Parameter, Sequential
 from .layers import (LIF, PSP, BatchNorm, Conv2d, ConvTranspose2d, LeakyReLU, Linear,
                      MembraneOutput, Reshape, Tanh, TdBatchNorm)
-from .spiking import SpikingConv2d, SpikingConvTranspose2d, SpikingLinear
+from .spiking import (SpikingConv2d, SpikingConvTranspose2d, SpikingLinear,
+                      monitor_firing_rates)
 from . import init

@@ -5,6 +5,8 @@ These mirror the official tdLinear / tdConv / tdConvTranspose (parameter names `
 """
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 from .. import functional as F
@@ -16,6 +18,7 @@ class _SpikingMixin:
     def _attach(self, out_channels, bn, spike, alpha, dtype, lif_options):
         self.bn = TdBatchNorm(out_channels, alpha=alpha, dtype=dtype) if bn else None
         self.spike = LIF(**(lif_options or {})) if spike else None
+        self.firing_rates = None   # a list while monitored (see monitor_firing_rates)
 
     def forward(self, x):
         y = super().forward(x)
@@ -23,6 +26,8 @@ class _SpikingMixin:
             y = self.bn(y)
         if self.spike is not None:
             y = self.spike(y)
+            if self.firing_rates is not None:
+                self.firing_rates.append(float(y.data.mean()))
         return y
 
     def step(self, x_t, state=None):
@@ -75,3 +80,19 @@ class SpikingConvTranspose2d(_SpikingMixin, ConvTranspose2d):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, output_padding,
                          bias, rng=rng, dtype=dtype)
         self._attach(out_channels, bn, spike, alpha, dtype, lif_options)
+
+
+@contextlib.contextmanager
+def monitor_firing_rates(model):
+    """Inside the block, every spiking block of ``model`` records the mean of its output spikes
+    at each forward call. Yields a dict name -> list of rates, filled as the model runs."""
+    blocks = {name.rstrip("."): m for name, m in model.named_modules()
+              if isinstance(m, _SpikingMixin) and m.spike is not None}
+    rates = {}
+    for name, block in blocks.items():
+        block.firing_rates = rates.setdefault(name, [])
+    try:
+        yield rates
+    finally:
+        for block in blocks.values():
+            block.firing_rates = None
