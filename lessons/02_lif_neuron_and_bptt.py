@@ -97,7 +97,8 @@ def main():
     expected_u = 0.2 * (1 - 0.25 ** t)
     x = np.full((T, 1), 0.15)
     o, u = kernels.lif_forward(x, VTH, TAU, AA, 0.0, False)
-    rows = [[k, f"{u[k - 1, 0]:.8f}", f"{expected_u[k - 1]:.8f}", int(o[k - 1, 0])] for k in (1, 2, 3, 4, 8, 16)]
+    rows = [[k, f"{u[k - 1, 0]:.8f}", f"{expected_u[k - 1]:.8f}", int(o[k - 1, 0])]
+            for k in (1, 2, 3, 4, 8, 16)]
     table(rows, ["t", "u_t (kernel)", "0.2 (1 - 0.25^t)", "o_t"])
     chk.close("x = 0.15: u_t = 0.2 (1 - 0.25^t) for t = 1..16 (float64)", u[:, 0], expected_u,
               atol=1e-15, rtol=1e-12)

@@ -39,7 +39,8 @@ What this lesson checks (exit status 1 if any fails):
 Figures: ``05_reconstructions.png`` (test digits, untrained and trained reconstructions,
 bottleneck spike counts) and ``05_training.png`` (loss curve, firing rates per layer).
 
-Run:  python lessons/05_spiking_autoencoder_on_mnist.py [--fast] [--out DIR] [--seed S] [--steps N]
+Run:  python lessons/05_spiking_autoencoder_on_mnist.py [--fast] [--out DIR] [--seed S]
+          [--steps N] [--T T] [--backend numpy|cpu]
 """
 from __future__ import annotations
 
@@ -97,6 +98,8 @@ def main():
     def extra(parser):
         parser.add_argument("--steps", type=int, default=None,
                             help="train exactly this many steps (default: a time budget)")
+        parser.add_argument("--T", type=int, default=None,
+                            help="time steps (default: 4 with --fast, 6 otherwise)")
         parser.add_argument("--backend", choices=backend.BACKENDS, default="cpu",
                             help="kernels: 'cpu' (Numba, default) or 'numpy' (the reference)")
 
@@ -109,6 +112,8 @@ def main():
         T, batch, n_test, budget, min_steps, max_steps, every = 4, 16, 300, 6.0, 40, 150, 10
     else:
         T, batch, n_test, budget, min_steps, max_steps, every = 6, 32, 2000, 60.0, 100, 3000, 20
+    if args.T is not None:
+        T = args.T
     if args.steps is not None:
         min_steps = max_steps = args.steps
         budget = np.inf
