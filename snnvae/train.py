@@ -115,7 +115,7 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.optimizer = optimizer or AdamW(model.parameters(), lr=settings.lr,
                                             weight_decay=settings.weight_decay)
-        self.config_dict = config_dict or {}
+        self.config_dict = json.loads(json.dumps(config_dict or {}))   # as a checkpoint stores it
         self.progress = progress
         self.rng = training_rng(settings.seed)
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
