@@ -45,7 +45,7 @@ What this lesson checks (exit status 1 if any fails):
   * the fused kernel against the step-by-step autograd version, forward and backward;
   * BPTT over T >= 8 with spikes and resets against central differences (smooth mode);
   * spiking backward == straight-through autograd (``check_spiking_backward``);
-  * NumPy reference kernel == Numba kernel.
+  * NumPy reference kernel == Numba kernel, including a float32 tie at the threshold.
 
 Figures: ``02_lif_traces.png`` (membrane traces and a spike raster),
 ``02_surrogate_and_bptt.png`` (stand-in and surrogate windows, BPTT vs finite differences).
@@ -254,6 +254,16 @@ def main():
         g_r = ref.lif_backward(gb, u_r, o_r, TAU, AA, 0.0, False)
         g_c = fast.lif_backward(gb, u_c, o_c, TAU, AA, 0.0, False)
         chk.close(f"lif_backward ({kind}): BPTT gradients equal", g_c, g_r, atol=1e-5, rtol=1e-5)
+    # A tie at the threshold: in float32, 0.15 is stored as 0.150000006 and u converges to
+    # float32(0.2) itself after a dozen steps. The comparison u > Vth must happen in the
+    # array's dtype (float32(0.2) > float32(0.2) is false, as in NumPy and PyTorch); a kernel
+    # that computes u or compares in float64 sees 0.2000000079 > 0.2 and fires spuriously.
+    x_tie = np.full((40, 1), 0.15, np.float32)
+    tie = [k.lif_forward(x_tie, VTH, TAU, AA, 0.0, False) for k in (ref, fast)]
+    print(f"  float32 input 0.15 for 40 steps: u_40 = {tie[0][1][-1, 0]!r}; spikes numpy "
+          f"{int(tie[0][0].sum())}, numba {int(tie[1][0].sum())}")
+    chk.check("float32 tie at the threshold: neither backend fires (comparison in float32)",
+              tie[0][0].sum() == 0 and tie[1][0].sum() == 0)
 
     # -----------------------------------------------------------------------------------------
     uu = np.linspace(-1.0, 1.2, 441)
