@@ -20,13 +20,6 @@ import sys
 import time
 from pathlib import Path
 
-# Numba's parallel kernels run on an OpenMP thread pool. GNU OpenMP's default "active" wait
-# makes idle threads spin between kernels; on a small machine (2 cores) that also runs BLAS
-# threads or other processes, the spinning steals the cores and a training step of lesson 05
-# became about 3x slower in our measurements. Passive waiting avoids it. setdefault keeps any
-# value you set yourself; it must happen before the first parallel kernel starts the pool.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 LESSONS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = LESSONS_DIR.parent
 

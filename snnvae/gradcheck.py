@@ -39,6 +39,8 @@ def _scalar(fn):
 
 def numerical_grad(fn, tensor: Tensor, indices, eps=1e-6):
     """Central differences of the scalar fn() w.r.t. tensor.data at the flat ``indices``."""
+    if not tensor.data.flags.c_contiguous:
+        tensor.data = np.ascontiguousarray(tensor.data)   # so that the flat view below aliases it
     flat = tensor.data.reshape(-1)
     grads = np.empty(len(indices))
     with no_grad():

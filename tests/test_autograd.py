@@ -146,3 +146,17 @@ def test_grad_check_detects_a_wrong_backward():
     x = Tensor(np.array([0.3, -1.2]), requires_grad=True)
     results = grad_check(lambda: WrongSquare.apply(x).sum(), [x], spike="spike")
     assert not results[0].passed
+
+
+def test_python_scalars_keep_float32():
+    x = Tensor(np.ones(3, np.float32), requires_grad=True)
+    for y in (1.0 - x, 2.0 * x, 2.0 / x, x + 1.0, x ** 2):
+        assert y.dtype == np.float32
+    (1.0 - x).sum().backward()
+    assert x.grad.dtype == np.float32
+
+
+def test_grad_check_handles_non_contiguous_inputs():
+    a = Tensor(np.random.default_rng(0).random((3, 4)).T, requires_grad=True)
+    results = grad_check(lambda: (a * a).sum(), [a], spike="spike")
+    assert results[0].passed, str(results[0])

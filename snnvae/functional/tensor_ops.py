@@ -25,10 +25,13 @@ def unbroadcast(grad, shape):
 
 
 def _pair(a, b):
-    """Two Tensors of a common float dtype (constants become non-grad Tensors)."""
-    a = as_tensor(a) if not isinstance(a, Tensor) else a
-    b = as_tensor(b, dtype=a.dtype if not isinstance(b, Tensor) else None)
-    return a, b
+    """Two Tensors; a constant (Python number or array) takes the dtype of the Tensor it meets,
+    so 1.0 - x stays float32 for a float32 x (as NumPy treats Python scalars)."""
+    if isinstance(a, Tensor) and not isinstance(b, Tensor):
+        return a, as_tensor(b, dtype=a.dtype)
+    if isinstance(b, Tensor) and not isinstance(a, Tensor):
+        return as_tensor(a, dtype=b.dtype), b
+    return as_tensor(a), as_tensor(b)
 
 
 # --- elementwise binary ------------------------------------------------------------------------
