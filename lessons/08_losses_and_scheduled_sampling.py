@@ -348,7 +348,7 @@ def main():
     show = np.concatenate([z_in_plain[:, 0].T, np.full((1, Tm), 0.5), z_in[:, 0].T])
     axes[1].imshow(show, aspect="auto", cmap="Greys", vmin=0, vmax=1, interpolation="nearest")
     axes[1].axvline(5.5, color="C3", lw=1)
-    axes[1].set(xlabel="step t", ylabel=f"channels: posterior z (top), with guesses (bottom)",
+    axes[1].set(xlabel="step t", ylabel="channels: posterior z (top), with guesses (bottom)",
                 title="prior inputs of one digit; guesses after the red line")
     axes[2].bar(np.arange(Tm), changed, color="C2")
     axes[2].axvline(5.5, color="C3", lw=1)
