@@ -97,7 +97,7 @@ def prefix_loop(posterior, x, picks):
     q_prefix = []
     with no_grad():
         for t in range(T - 1):
-            q_t = posterior._run(x[:t + 1], Tensor(z_in[:t + 1])).data[t]      # last step only
+            q_t = posterior.spikes(x[:t + 1], Tensor(z_in[:t + 1])).data[t]      # last step only
             q_prefix.append(q_t)
             z_in[t + 1] = np.take_along_axis(q_t, picks[t][..., None], axis=-1)[..., 0]
     return np.stack(q_prefix), z_in
@@ -169,7 +169,7 @@ def main():
     print(f"  x {x.shape} (firing rate {x.data.mean():.3f}), latent C = {C}, k = {K}, T = {T}")
     q_prefix, z_in = prefix_loop(post, x, picks)
     with no_grad():
-        q_full = post._run(x, Tensor(z_in)).data               # pass 2: the whole sequence
+        q_full = post.spikes(x, Tensor(z_in)).data               # pass 2: the whole sequence
     z_hand = np.take_along_axis(q_full, picks[..., None], axis=-1)[..., 0]
     nbt0 = int(post.layers[0].bn.num_batches_tracked)
     with no_grad():
@@ -219,7 +219,7 @@ def main():
     q_prefix_ev, z_in_ev = prefix_loop(post, x, picks)
     with no_grad():
         q_ev, z_ev = post(x, ReplayPicks(picks))              # steps t = 0..T-2 incrementally
-        q_full_ev = post._run(x, Tensor(z_in_ev)).data
+        q_full_ev = post.spikes(x, Tensor(z_in_ev)).data
     chk.equal("eval: stepped posterior == prefix loop (q_z)", q_ev.data, q_full_ev)
     chk.equal("eval: prefix spikes q_t == full-pass q_z[t] at every step",
               q_prefix_ev, q_full_ev[:T - 1])

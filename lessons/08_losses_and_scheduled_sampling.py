@@ -268,9 +268,9 @@ def main():
         z_in = np.zeros_like(z)
         z_in[1:] = z[:-1]
         for t in range(5, Tm - 1):
-            p_t = prior._run(Tensor(z_in[:t + 1])).data[t]
+            p_t = prior.spikes(Tensor(z_in[:t + 1])).data[t]
             z_in[t + 1] = (p_t.mean(axis=-1) > 0.5).astype(z.dtype)
-        hand_out = prior._run(Tensor(z_in)).data
+        hand_out = prior.spikes(Tensor(z_in)).data
     z_in_plain = np.zeros_like(z)
     z_in_plain[1:] = z[:-1]
     replaced = (z_in != z_in_plain).mean(axis=(1, 2))

@@ -57,7 +57,7 @@ def test_eval_posterior_stepping_equals_official_prefix_loop(backend_name):
     # the official way: re-run the network on the prefix for every step
     z_in = np.zeros((TINY.timesteps, 4, TINY.latent_dim))
     for t in range(TINY.timesteps - 1):
-        q_t = model.posterior._run(x[:t + 1], Tensor(z_in[:t + 1])).data[t]
+        q_t = model.posterior.spikes(x[:t + 1], Tensor(z_in[:t + 1])).data[t]
         z_in[t + 1] = np.take_along_axis(q_t, picks[t][..., None], axis=-1)[..., 0]
     q_slow, z_slow = model.posterior(x, ReplayPicks(picks), z_in=z_in)
     np.testing.assert_array_equal(q_fast.data, q_slow.data)

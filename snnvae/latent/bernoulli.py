@@ -86,8 +86,11 @@ class BernoulliPosterior(Module):
         self.prefix_updates_bn = prefix_updates_bn
         self.layers = latent_network(2 * channels, channels, k, rng, dtype, lif_options)
 
-    def _run(self, x, z_in):
-        """x, z_in (t, N, C) -> q (t, N, C, k)."""
+    def spikes(self, x, z_in):
+        """Run the posterior network on given inputs: x, z_in (t, N, C) -> q (t, N, C, k).
+
+        One pass over the whole sequence, without sampling (what the official code runs on each
+        prefix and then on the full sequence)."""
         out = self.layers(F.concat([x, z_in], axis=-1))
         return F.reshape(out, (*out.shape[:-1], self.channels, self.k))
 
@@ -122,7 +125,7 @@ class BernoulliPosterior(Module):
             saved = None if self.prefix_updates_bn else _bn_state(self.layers)
             with no_grad():
                 for t in range(T - 1):
-                    q_t = self._run(x[:t + 1], Tensor(z_in[:t + 1])).data[t]
+                    q_t = self.spikes(x[:t + 1], Tensor(z_in[:t + 1])).data[t]
                     picks[t] = picker.draw(t, N, C)
                     z_in[t + 1] = np.take_along_axis(q_t, picks[t][..., None], axis=-1)[..., 0]
             if saved is not None:
@@ -135,7 +138,7 @@ class BernoulliPosterior(Module):
                 q_t = stepper.step(np.concatenate([xd[t], z_in[t]], axis=-1)).reshape(N, C, self.k)
                 picks[t] = picker.draw(t, N, C)
                 z_in[t + 1] = np.take_along_axis(q_t, picks[t][..., None], axis=-1)[..., 0]
-        q_z = self._run(x, Tensor(z_in))
+        q_z = self.spikes(x, Tensor(z_in))
         picks[T - 1] = picker.draw(T - 1, N, C)
         return q_z, pick_one_of_k(q_z, picks)
 
@@ -148,7 +151,8 @@ class BernoulliPrior(Module):
         self.channels, self.k = channels, k
         self.layers = latent_network(channels, channels, k, rng, dtype, lif_options)
 
-    def _run(self, z_in):
+    def spikes(self, z_in):
+        """Run the prior network on given inputs: z_in (t, N, C) -> p (t, N, C, k)."""
         out = self.layers(z_in)
         return F.reshape(out, (*out.shape[:-1], self.channels, self.k))
 
@@ -170,10 +174,10 @@ class BernoulliPrior(Module):
             with no_grad():
                 for t in range(first_scheduled_step, T - 1):
                     if rng.random() < scheduled_p:
-                        p_t = self._run(Tensor(z_in[:t + 1])).data[t]
+                        p_t = self.spikes(Tensor(z_in[:t + 1])).data[t]
                         guess = p_t.mean(axis=-1) + 0.001 * rng.standard_normal((N, C))
                         z_in[t + 1] = (guess > 0.5).astype(z.dtype)
-        return self._run(Tensor(z_in))
+        return self.spikes(Tensor(z_in))
 
     def sample(self, n, timesteps, picker, dtype=None):
         """Generate z (T, n, C) from the prior in eval mode, one step at a time (O(T)).
@@ -198,7 +202,7 @@ class BernoulliPrior(Module):
         z = np.zeros_like(z_in)
         with no_grad():
             for t in range(timesteps):
-                p_t = self._run(Tensor(z_in[:t + 1])).data[t]
+                p_t = self.spikes(Tensor(z_in[:t + 1])).data[t]
                 picks = picker.draw(t, n, self.channels)
                 z[t] = np.take_along_axis(p_t, picks[..., None], axis=-1)[..., 0]
                 if t + 1 < timesteps:
