@@ -8,7 +8,7 @@ The quick preset is a true FSVAE (spiking encoder and decoder, autoregressive Be
 with a learned spiking prior, BPTT with a surrogate gradient) made narrow and short enough to
 learn visibly on a laptop CPU in a few minutes. The paper preset is the exact configuration of
 Kamata et al. (2022): T = 16, latent 128, k = 20, batch 250, 150 epochs (hours per epoch on a
-CPU; checkpoints are written every few hundred steps and on Ctrl-C).
+CPU; checkpoints are written every 40 steps and on Ctrl-C).
 
 Outputs go to --out (default runs/fsvae_<dataset>_<preset>): metrics.csv, curves.png,
 reconstructions.png, samples.png, checkpoint.npz.
@@ -24,12 +24,28 @@ import numpy as np
 
 from snnvae import data
 from snnvae.models import FSVAE, preset as paper_preset
-from snnvae.train import RunExistsError, Trainer, TrainSettings
+from snnvae.train import RunExistsError, Trainer, TrainSettings, check_run_dir, prepare_run_dir
 
-QUICK = dict(hidden_channels=(16, 32, 64, 128), latent_dim=32, k=10, timesteps=8)
-QUICK_TRAINING = dict(epochs=3, batch_size=32, lr=3e-3, eval_images=1000, checkpoint_every=100)
-PAPER_TRAINING = dict(epochs=150, batch_size=250, lr=1e-3, eval_images=None, checkpoint_every=40)
+QUICK = dict(hidden_channels=(16, 32, 64, 128), latent_dim=128, k=10, timesteps=4)
+QUICK_TRAINING = dict(epochs=10, batch_size=32, lr=3e-3, weight_decay=1e-3, lr_schedule="cosine",
+                      eval_images=500, checkpoint_every=100)
+PAPER_TRAINING = dict(epochs=150, batch_size=250, lr=1e-3, weight_decay=1e-3, lr_schedule="constant",
+                      eval_images=None, checkpoint_every=40)
 DATASET_NAMES = {"mnist": "mnist", "fashion": "fashion-mnist"}
+
+
+def positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def positive_float(text):
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
 
 
 def parse_args(argv=None):
@@ -44,13 +60,14 @@ def parse_args(argv=None):
                    help="quick preset: use the full data set from the search path instead of "
                         "the embedded MNIST subset")
     p.add_argument("--download", action="store_true", help="download missing data into the cache")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--timesteps", type=int)
-    p.add_argument("--lr", type=float)
+    p.add_argument("--epochs", type=positive_int)
+    p.add_argument("--batch-size", type=positive_int)
+    p.add_argument("--timesteps", type=positive_int)
+    p.add_argument("--lr", type=positive_float)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--minutes", type=float, default=None,
-                   help="stop at the first epoch end after this many minutes of training")
+    p.add_argument("--minutes", type=positive_float, default=None,
+                   help="stop at the first epoch end after this many minutes of training (in "
+                        "this session)")
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--resume", action="store_true")
     p.add_argument("--force", action="store_true", help="overwrite an existing run in --out")
@@ -60,9 +77,14 @@ def parse_args(argv=None):
 
 
 def load_data(args, size):
+    """-> (train images, test images, name of the source) as float32 (n, 1, size, size)."""
     name = DATASET_NAMES[args.dataset]
     embedded = (args.preset == "quick" and args.dataset == "mnist" and args.data_dir is None
                 and not args.full_data)
+    if args.full_data and args.preset == "paper":
+        print("note: --full-data is implied by --preset paper")
+    if args.download and embedded:
+        print("note: --download does nothing for the embedded subset (add --full-data)")
     if embedded:
         print("data: the real-MNIST subset shipped with snnvae (8000 training and 2000 test "
               "digits); pass --full-data or --data-dir for the full set")
@@ -76,7 +98,7 @@ def load_data(args, size):
         sys.exit(f"error: {err}\n(or add --download where there is a network)")
     if not embedded:
         print(f"data: {name}, {len(train_u8)} training and {len(test_u8)} test images")
-    return data.prepare_images(train_u8, size), data.prepare_images(test_u8, size)
+    return data.prepare_images(train_u8, size), data.prepare_images(test_u8, size), source
 
 
 def build(args):
@@ -89,8 +111,7 @@ def build(args):
     for key in ("epochs", "batch_size", "lr"):
         if getattr(args, key) is not None:
             training[key] = getattr(args, key)
-    settings = TrainSettings(seed=args.seed, weight_decay=config.weight_decay,
-                             max_minutes=args.minutes, **training)
+    settings = TrainSettings(seed=args.seed, max_minutes=args.minutes, **training)
     return config, settings
 
 
@@ -102,20 +123,24 @@ def main(argv=None):
     config, settings = build(args)
     out = args.out or Path("runs") / f"fsvae_{args.dataset}_{args.preset}"
     try:
-        from snnvae.train import prepare_run_dir
-        prepare_run_dir(out, resume=args.resume, force=args.force)
+        check_run_dir(out, resume=args.resume, force=args.force)     # refuse before any work
     except (RunExistsError, FileNotFoundError) as err:
         sys.exit(f"error: {err}")
-    train_images, test_images = load_data(args, config.input_size)
+    train_images, test_images, source = load_data(args, config.input_size)
     model = FSVAE(config, rng=np.random.default_rng([args.seed, 0]))
+    prepare_run_dir(out, resume=args.resume, force=args.force)      # only now clear an old run
     print(f"model: FSVAE, {model.num_parameters():,} parameters, T = {config.timesteps}, latent "
           f"{config.latent_dim} x k {config.k}, channels {config.hidden_channels}")
     print(f"training: {settings.epochs} epochs, batch {settings.batch_size}, AdamW lr "
           f"{settings.lr:g}, weight decay {settings.weight_decay:g}; run directory {out}")
     trainer = Trainer(model, train_images, test_images, out, settings,
-                      config_dict=config.to_dict(), progress=not args.no_progress)
+                      config_dict=config.to_dict(), progress=not args.no_progress,
+                      data_info={"source": source})
     if args.resume:
-        trainer.restore()
+        try:
+            trainer.restore()
+        except (ValueError, KeyError) as err:
+            sys.exit(f"error: {err}")
         print(f"resumed at epoch {trainer.epoch + 1}, step {trainer.step_in_epoch}")
     start = time.perf_counter()
     history = trainer.run()

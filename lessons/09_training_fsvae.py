@@ -142,7 +142,7 @@ def main():
     calibrate(model, x_train[:256], np.random.default_rng([args.seed, 4]))
     run_dir = prepare_run_dir(args.out / "09_fsvae_run", force=True)
     settings = TrainSettings(epochs=setup["epochs"], batch_size=32, lr=3e-3,
-                             weight_decay=cfg.weight_decay, seed=args.seed, checkpoint_every=0,
+                             weight_decay=1e-3, seed=args.seed, checkpoint_every=0,
                              eval_batch_size=250, samples=32, max_minutes=minutes)
     trainer = Trainer(model, x_train, x_test, run_dir, settings, config_dict=cfg.to_dict(),
                       progress=False)

@@ -1,6 +1,6 @@
 """snnvae: fully spiking variational autoencoders from scratch in NumPy and Numba.
 
-Layers of the package, bottom to top (each calls only the one below):
+Layers of the package, bottom to top (each calls only layers below it):
     kernels/     array-in, array-out kernels (NumPy reference, Numba CPU)
     backend      picks the kernel set
     autograd     Tensor, Function, backward(), no_grad
@@ -8,6 +8,9 @@ Layers of the package, bottom to top (each calls only the one below):
     nn/          Module, Parameter, layers, spiking blocks, initialisation
     optim        SGD, Adam, AdamW
     gradcheck    finite-difference checks used by lessons and tests
+    latent/      FSVAE's Bernoulli posterior and prior
+    models/      FSVAE and its configuration
+    data, resize, download, train, checkpoint, viz: data, training runs and pictures
 """
 import os
 

@@ -68,6 +68,15 @@ class Optimizer:
         return out
 
     def load_state_dict(self, flat):
+        """Restore ``state_dict()`` output; the groups and parameters must be the same."""
+        expected = {f"g{i}.p{j}" for i, g in enumerate(self.param_groups)
+                    for j in range(len(g["params"]))}
+        saved = {k.rsplit(".", 1)[0] for k in flat if ".p" in k}
+        if saved and saved != expected:
+            raise ValueError(f"optimiser state does not fit: it holds state for "
+                             f"{len(saved)} parameters, this optimiser has {len(expected)} "
+                             f"(missing {sorted(expected - saved)[:5]}, unexpected "
+                             f"{sorted(saved - expected)[:5]})")
         for i, (group, states) in enumerate(zip(self.param_groups, self.state)):
             for key in group:
                 if key != "params" and f"g{i}.{key}" in flat:
@@ -98,7 +107,7 @@ class SGD(Optimizer):
                 state["momentum_buffer"] = mu * state["momentum_buffer"] + g
             buf = state["momentum_buffer"]
             g = g + mu * buf if group["nesterov"] else buf
-        p.data = p.data - group["lr"] * g
+        p.data = (p.data - group["lr"] * g).astype(p.dtype, copy=False)
 
 
 class Adam(Optimizer):

@@ -12,6 +12,11 @@ A run lives in one directory:
 Models plug in through four methods: ``training_losses(images, rng, epoch, epochs)`` returning a
 dict of Tensors with "loss", ``evaluation_losses(images, rng)`` returning floats,
 ``reconstruct(images, rng)`` and ``sample(n, rng)`` returning image arrays in [-1, 1].
+The learning rate of every step comes from ``learning_rate`` (constant or cosine); an optimiser
+parameter group may carry an ``lr_scale`` factor on top of it.
+
+A resumed run must use the same settings and data as the original (the checkpoint records both);
+only the number of epochs and the time budget may change.
 
 Randomness: ``seed`` derives three independent generators: one for the initial weights (made
 by the caller), one for training (batch order, latent picks, scheduled sampling) whose state is
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import signal
 import time
 from dataclasses import asdict, dataclass
@@ -48,7 +54,9 @@ class TrainSettings:
     eval_batch_size: int = 250
     eval_images: int | None = None   # evaluate on the first n test images (None: all)
     samples: int = 64                # images generated for samples.png
-    max_minutes: float | None = None # stop at the first epoch end after this much training time
+    max_minutes: float | None = None # stop at the first epoch end after this many minutes of
+                                     # training in this session (a resumed run gets a new budget)
+    lr_schedule: str = "constant"    # "constant" (the papers) or "cosine" (decay to 0 over the run)
 
     def __post_init__(self):
         for name in ("epochs", "batch_size", "eval_batch_size"):
@@ -56,10 +64,22 @@ class TrainSettings:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
 
 
 class RunExistsError(RuntimeError):
     pass
+
+
+def learning_rate(settings: TrainSettings, step: int, steps_per_epoch: int) -> float:
+    """The learning rate of a step: constant, or cosine from lr down to 0 over all epochs,
+    lr * (1 + cos(pi * step / total_steps)) / 2. A function of the step alone, so a resumed run
+    gets the same rates."""
+    if settings.lr_schedule == "constant":
+        return settings.lr
+    total = settings.epochs * steps_per_epoch
+    return settings.lr * 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
 
 
 def training_rng(seed):
@@ -70,16 +90,32 @@ def evaluation_rng(seed, epoch):
     return np.random.default_rng([seed, 2, epoch])
 
 
-def prepare_run_dir(run_dir, resume=False, force=False):
+RUN_OUTPUTS = ("checkpoint.npz", "metrics.csv", "config.json", "curves.png",
+               "reconstructions*.png", "samples*.png")
+RESUMABLE_CHANGES = ("epochs", "max_minutes")   # settings a resumed run may change
+
+
+def check_run_dir(run_dir, resume=False, force=False):
+    """Refuse to touch an existing run unless told how (--resume or --force). Changes nothing."""
     run_dir = Path(run_dir)
     if run_dir.exists() and any(run_dir.iterdir()) and not (resume or force):
         raise RunExistsError(f"{run_dir} already holds a run. Use --resume to continue it, "
                              f"--force to overwrite it, or --out to choose another directory.")
     if resume and not (run_dir / "checkpoint.npz").exists():
-        raise FileNotFoundError(f"--resume: no checkpoint.npz in {run_dir}")
+        raise FileNotFoundError(f"--resume: no checkpoint.npz in {run_dir}. Resume needs the same "
+                                f"--out (and --preset/--dataset, which choose the default --out) "
+                                f"as the run you want to continue.")
+    return run_dir
+
+
+def prepare_run_dir(run_dir, resume=False, force=False):
+    """check_run_dir, then (for --force) delete the previous run's outputs and create the folder.
+    Call it once everything that can fail before training (data, model) has succeeded."""
+    run_dir = check_run_dir(run_dir, resume, force)
     if force and not resume and run_dir.exists():
-        for name in ("checkpoint.npz", "metrics.csv"):
-            (run_dir / name).unlink(missing_ok=True)
+        for pattern in RUN_OUTPUTS:
+            for path in run_dir.glob(pattern):
+                path.unlink()
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
 
@@ -107,7 +143,7 @@ class _StopRequest:
 
 class Trainer:
     def __init__(self, model, train_images, test_images, run_dir, settings: TrainSettings,
-                 config_dict=None, optimizer=None, progress=True):
+                 config_dict=None, optimizer=None, progress=True, data_info=None):
         self.model, self.settings = model, settings
         self.train_images, self.test_images = train_images, test_images
         if settings.eval_images is not None:
@@ -117,6 +153,8 @@ class Trainer:
                                             weight_decay=settings.weight_decay)
         self.config_dict = json.loads(json.dumps(config_dict or {}))   # as a checkpoint stores it
         self.progress = progress
+        self.data_info = {"train_images": len(train_images), "test_images": len(self.test_images),
+                          **(data_info or {})}
         self.rng = training_rng(settings.seed)
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
         self.order = None
@@ -134,7 +172,7 @@ class Trainer:
                     global_step=self.global_step, train_seconds=self.train_seconds,
                     rng_state=self.rng.bit_generator.state, settings=asdict(self.settings),
                     config=self.config_dict, model=type(self.model).__name__,
-                    epoch_sums=self.epoch_sums)
+                    epoch_sums=self.epoch_sums, data=self.data_info)
         extra = {} if self.order is None else {"order": self.order}
         save_checkpoint(self.checkpoint_path, model=self.model, optimizer=self.optimizer,
                         meta=meta, extra=extra)
@@ -149,6 +187,15 @@ class Trainer:
                     if meta["config"].get(k) != v}
             raise ValueError(f"the checkpoint was made with another model configuration "
                              f"(checkpoint, now): {diff}")
+        saved = {k: v for k, v in meta.get("settings", {}).items() if k not in RESUMABLE_CHANGES}
+        now = {k: v for k, v in asdict(self.settings).items() if k not in RESUMABLE_CHANGES}
+        changes = {k: (saved.get(k), v) for k, v in now.items() if saved.get(k) != v}
+        changes.update({f"data {k}": (meta.get("data", {}).get(k), v)
+                        for k, v in self.data_info.items() if meta.get("data", {}).get(k) != v})
+        if changes:
+            listing = ", ".join(f"{k}: {a} -> {b}" for k, (a, b) in changes.items())
+            raise ValueError(f"cannot resume: the run was made with other settings or data "
+                             f"({listing}). Only {' and '.join(RESUMABLE_CHANGES)} may change.")
         self.model.load_state_dict(model_state)
         self.optimizer.load_state_dict(optim_state)
         self.epoch, self.step_in_epoch = meta["epoch"], meta["step_in_epoch"]
@@ -163,6 +210,7 @@ class Trainer:
         s = self.settings
         (self.run_dir / "config.json").write_text(json.dumps(
             {"model": self.config_dict, "training": asdict(s)}, indent=2))
+        session_start = self.train_seconds
         with _StopRequest() as stop:
             while self.epoch < s.epochs:
                 finished = self._train_epoch(stop)
@@ -172,8 +220,12 @@ class Trainer:
                                f"checkpoint written to {self.checkpoint_path}; continue with --resume")
                     return self.history
                 self._end_epoch()
-                if s.max_minutes is not None and self.train_seconds > 60 * s.max_minutes \
-                        and self.epoch < s.epochs:
+                if stop.requested:
+                    tqdm.write(f"stopped after epoch {self.epoch}; checkpoint written to "
+                               f"{self.checkpoint_path}; continue with --resume")
+                    return self.history
+                if s.max_minutes is not None and self.epoch < s.epochs \
+                        and self.train_seconds - session_start > 60 * s.max_minutes:
                     tqdm.write(f"time budget of {s.max_minutes} min reached after epoch {self.epoch}")
                     break
         return self.history
@@ -192,6 +244,9 @@ class Trainer:
         with bar:
             for b in range(self.step_in_epoch, len(batches)):
                 start = time.perf_counter()
+                lr = learning_rate(s, self.global_step, len(batches))
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr * group.get("lr_scale", 1.0)
                 losses = self.model.training_losses(self.train_images[batches[b]], self.rng,
                                                     self.epoch, s.epochs)
                 self.optimizer.zero_grad()

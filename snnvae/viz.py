@@ -1,4 +1,4 @@
-"""Pictures people look at: image grids, loss curves, spike rasters (matplotlib, Agg backend)."""
+"""Pictures people look at: image grids and learning curves (matplotlib, Agg backend)."""
 from __future__ import annotations
 
 from pathlib import Path

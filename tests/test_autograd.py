@@ -160,3 +160,13 @@ def test_grad_check_handles_non_contiguous_inputs():
     a = Tensor(np.random.default_rng(0).random((3, 4)).T, requires_grad=True)
     results = grad_check(lambda: (a * a).sum(), [a], spike="spike")
     assert results[0].passed, str(results[0])
+
+
+def test_mixed_float_dtypes_are_refused():
+    a = Tensor(np.ones(3, np.float32), requires_grad=True)
+    b = Tensor(np.ones(3, np.float64))
+    with pytest.raises(TypeError, match="cannot combine a float32 tensor with a float64"):
+        a * b
+    # plain arrays and numbers adopt the tensor's dtype
+    assert (a * np.ones(3)).dtype == np.float32
+    assert F.mse_loss(a, np.zeros(3)).dtype == np.float32

@@ -72,7 +72,7 @@ def test_linear_kernels(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", [(5, 3, 7), (12, 2, 1), (3, 300, 2)])
+@pytest.mark.parametrize("shape", [(5, 3, 7), (12, 2, 1), (3, 300, 2), (40, 3, 5)])
 def test_tdbn_kernels(dtype, shape):
     rng = np.random.default_rng(21)
     C = shape[1]
@@ -100,7 +100,7 @@ def test_tdbn_kernels(dtype, shape):
 @pytest.mark.parametrize("center,detach", [(0.0, False), (0.2, True)])
 def test_lif_kernels(dtype, smooth, center, detach):
     rng = np.random.default_rng(22)
-    x = rng.uniform(-0.4, 0.9, size=(9, 700)).astype(dtype)   # > one block of neurons
+    x = rng.uniform(-0.4, 0.9, size=(9, 2 * 1024 + 37)).astype(dtype)   # 3 blocks, last partial
     x[0, :5] = dtype(0.2)             # exactly at threshold: both must say "no spike"
     x[0, 5:10] = np.nextafter(dtype(0.2), dtype(1))
     o_ref, u_ref = numpy_ref.lif_forward(x, 0.2, 0.25, 0.5, center, smooth)

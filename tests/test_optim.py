@@ -85,6 +85,22 @@ def test_optimizer_errors():
     with pytest.raises(TypeError, match="unknown options"):
         optim.SGD([param([1.0])], lr=0.1, betas=(0.9, 0.99))
     opt = optim.AdamW([param([1.0, 2.0])])
+    two = optim.AdamW([param([1.0, 2.0]), param([3.0])])
+    p0, p1 = two.param_groups[0]["params"]
+    p0.grad, p1.grad = np.ones(2), np.ones(1)
+    two.step()
+    with pytest.raises(ValueError, match="does not fit"):
+        opt.load_state_dict(two.state_dict())
     bad = {"g0.p0.exp_avg": np.zeros(3), "g0.p0.exp_avg_sq": np.zeros(3), "g0.p0.step": np.array(1.0)}
     with pytest.raises(ValueError, match="shape"):
         opt.load_state_dict(bad)
+
+
+def test_sgd_weight_decay_nesterov_and_dtype():
+    p = nn.Parameter(np.array([1.0], np.float32))
+    opt = optim.SGD([p], lr=0.1, momentum=0.5, weight_decay=0.2, nesterov=True)
+    p.grad = np.array([1.0], np.float32)
+    opt.step()
+    # g = 1 + 0.2 * 1 = 1.2; buf = 1.2; nesterov d = g + 0.5 buf = 1.8; p = 1 - 0.18
+    np.testing.assert_allclose(p.data, [0.82], rtol=1e-6)
+    assert p.dtype == np.float32

@@ -132,3 +132,21 @@ def test_checkpoint_errors_are_clear(tmp_path):
                     meta={"model": "FSVAE", "config": TINY.to_dict(), "epoch": 0})
     with pytest.raises(ValueError, match="another model configuration"):
         trainer.restore()
+
+
+def test_resume_from_an_epoch_end_checkpoint_and_refusal_of_other_settings(tmp_path):
+    _, hist_ref = run(tmp_path, "ref")                       # two epochs straight
+    first = Trainer(model(), digits(40), digits(16, "test"), prepare_run_dir(tmp_path / "two"),
+                    settings(epochs=1), config_dict=TINY.to_dict(), progress=False)
+    first.run()
+    more = Trainer(model(seed=5), digits(40), digits(16, "test"),
+                   prepare_run_dir(tmp_path / "two", resume=True), settings(epochs=2),
+                   config_dict=TINY.to_dict(), progress=False)
+    more.restore()                                           # epochs may change
+    assert (more.epoch, more.step_in_epoch) == (1, 0)
+    assert without_time(more.run()) == without_time(hist_ref)
+    for changed, data_size in [(settings(batch_size=4), 40), (settings(), 32)]:
+        other = Trainer(model(), digits(data_size), digits(16, "test"), tmp_path / "two", changed,
+                        config_dict=TINY.to_dict(), progress=False)
+        with pytest.raises(ValueError, match="cannot resume"):
+            other.restore()

@@ -1,4 +1,5 @@
-"""Input validation shared by the functional ops: clear messages instead of NumPy tracebacks."""
+"""Helpers shared by the functional ops: input validation with clear messages instead of NumPy
+tracebacks, and the (T, M) view that neuron kernels take."""
 from __future__ import annotations
 
 import numpy as np
@@ -24,3 +25,8 @@ def check_ndim(op, name, array, allowed, layout):
     if array.ndim not in allowed:
         raise ValueError(f"{op}: {name} must have {' or '.join(map(str, allowed))} axes "
                          f"({layout}), got shape {array.shape}")
+
+
+def as_time_major(x):
+    """(T, ...) -> contiguous (T, M) view, M = every other axis flattened."""
+    return np.ascontiguousarray(x).reshape(x.shape[0], -1)

@@ -32,7 +32,7 @@ import numpy as np
 from .. import backend
 from ..autograd import Function, Tensor, as_tensor, enable_grad
 from . import tensor_ops as ops
-from ._checks import check_float
+from ._checks import as_time_major, check_float
 
 SPIKE_MODES = ("spike", "smooth", "straight_through")
 _mode = ["spike"]
@@ -65,16 +65,12 @@ class LIFParams:
     detach_reset: bool = False
 
 
-def _as_tm(x):
-    return np.ascontiguousarray(x).reshape(x.shape[0], -1)
-
-
 class LIF(Function):
     """Fused multi-step LIF: forward and BPTT each one kernel call over all T steps."""
 
     @staticmethod
     def forward(ctx, x, p: LIFParams, smooth: bool):
-        xt = _as_tm(x)
+        xt = as_time_major(x)
         o, u = backend.kernels().lif_forward(xt, p.vth, p.tau, p.aa, p.window_center, smooth)
         ctx.save_for_backward(u, o, p, x.shape)
         return o.reshape(x.shape)
@@ -82,7 +78,7 @@ class LIF(Function):
     @staticmethod
     def backward(ctx, g):
         u, o, p, shape = ctx.saved
-        gx = backend.kernels().lif_backward(_as_tm(g), u, o, p.tau, p.aa, p.window_center,
+        gx = backend.kernels().lif_backward(as_time_major(g), u, o, p.tau, p.aa, p.window_center,
                                             p.detach_reset)
         return gx.reshape(shape), None, None
 

@@ -7,7 +7,8 @@ from . import tensor_ops as ops
 
 def mse_loss(prediction, target):
     """mean((prediction - target)^2) over every element (the papers' reconstruction loss)."""
-    prediction, target = as_tensor(prediction), as_tensor(target)
+    prediction = as_tensor(prediction)
+    target = target if hasattr(target, "data") else as_tensor(target, dtype=prediction.dtype)
     if prediction.shape != target.shape:
         raise ValueError(f"mse_loss: prediction {prediction.shape} and target {target.shape} "
                          f"must have the same shape")

@@ -12,30 +12,26 @@ import numpy as np
 
 from .. import backend
 from ..autograd import Function, as_tensor
-from ._checks import check_float
-
-
-def _as_tm(x):
-    return np.ascontiguousarray(x).reshape(x.shape[0], -1)
+from ._checks import as_time_major, check_float
 
 
 class PSP(Function):
     @staticmethod
     def forward(ctx, x, tau_s):
         ctx.save_for_backward(tau_s)
-        return backend.kernels().psp_forward(_as_tm(x), tau_s).reshape(x.shape)
+        return backend.kernels().psp_forward(as_time_major(x), tau_s).reshape(x.shape)
 
     @staticmethod
     def backward(ctx, g):
         (tau_s,) = ctx.saved
-        return backend.kernels().psp_backward(_as_tm(g), tau_s).reshape(g.shape), None
+        return backend.kernels().psp_backward(as_time_major(g), tau_s).reshape(g.shape), None
 
 
 class MembraneOutput(Function):
     @staticmethod
     def forward(ctx, x, decay):
         ctx.save_for_backward(x.shape, decay)
-        return backend.kernels().membrane_forward(_as_tm(x), decay).reshape(x.shape[1:])
+        return backend.kernels().membrane_forward(as_time_major(x), decay).reshape(x.shape[1:])
 
     @staticmethod
     def backward(ctx, g):

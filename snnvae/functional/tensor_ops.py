@@ -31,7 +31,12 @@ def _pair(a, b):
         return a, as_tensor(b, dtype=a.dtype)
     if isinstance(b, Tensor) and not isinstance(a, Tensor):
         return as_tensor(a, dtype=b.dtype), b
-    return as_tensor(a), as_tensor(b)
+    a, b = as_tensor(a), as_tensor(b)
+    if a.dtype != b.dtype and a.dtype.kind == b.dtype.kind == "f":
+        raise TypeError(f"cannot combine a {a.dtype} tensor with a {b.dtype} tensor (shapes "
+                        f"{a.shape} and {b.shape}); cast one of them, e.g. model.to(np.float64) "
+                        f"or Tensor(array.astype(np.float32))")
+    return a, b
 
 
 # --- elementwise binary ------------------------------------------------------------------------

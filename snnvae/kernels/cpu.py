@@ -14,25 +14,11 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .numpy_ref import conv_out_size, conv_transpose_out_size, membrane_coefficients
+# Linear layers: the reference already is one BLAS call each way, so both backends share it.
+from .numpy_ref import (conv_out_size, conv_transpose_out_size, linear_backward,  # noqa: F401
+                        linear_forward, membrane_coefficients)
 
 _JIT = dict(cache=True, nogil=True)
-
-# --------------------------------------------------------------------------------------------
-# Linear: BLAS already is the fast kernel.
-# --------------------------------------------------------------------------------------------
-
-
-def linear_forward(x, w, b):
-    y = x @ w.T
-    if b is not None:
-        y += b
-    return y
-
-
-def linear_backward(gy, x, w, has_bias):
-    return gy @ w, gy.T @ x, (gy.sum(axis=0) if has_bias else None)
-
 
 # --------------------------------------------------------------------------------------------
 # Convolutions as one GEMM each. im2col writes the patches of all B images side by side:

@@ -48,6 +48,11 @@ class ReplayPicks:
         return self.picks[t]
 
 
+def pick_array(q_t, picks):
+    """The same pick on plain arrays (no gradient): q_t (..., C, k), picks (..., C) -> (..., C)."""
+    return np.take_along_axis(q_t, np.asarray(picks)[..., None], axis=-1)[..., 0]
+
+
 def pick_one_of_k(q_t, picks):
     """q_t (..., C, k) Tensor, picks (..., C) ints -> z (..., C): the chosen spike of each group."""
     chosen = F.gather(q_t, np.asarray(picks)[..., None], axis=-1)
@@ -127,7 +132,7 @@ class BernoulliPosterior(Module):
                 for t in range(T - 1):
                     q_t = self.spikes(x[:t + 1], Tensor(z_in[:t + 1])).data[t]
                     picks[t] = picker.draw(t, N, C)
-                    z_in[t + 1] = np.take_along_axis(q_t, picks[t][..., None], axis=-1)[..., 0]
+                    z_in[t + 1] = pick_array(q_t, picks[t])
             if saved is not None:
                 _restore_bn_state(self.layers, saved)
         else:
@@ -137,7 +142,7 @@ class BernoulliPosterior(Module):
             for t in range(T - 1):
                 q_t = stepper.step(np.concatenate([xd[t], z_in[t]], axis=-1)).reshape(N, C, self.k)
                 picks[t] = picker.draw(t, N, C)
-                z_in[t + 1] = np.take_along_axis(q_t, picks[t][..., None], axis=-1)[..., 0]
+                z_in[t + 1] = pick_array(q_t, picks[t])
         q_z = self.spikes(x, Tensor(z_in))
         picks[T - 1] = picker.draw(T - 1, N, C)
         return q_z, pick_one_of_k(q_z, picks)
@@ -146,9 +151,11 @@ class BernoulliPosterior(Module):
 class BernoulliPrior(Module):
     """p(z_t | z_<t): the network sees z_{t-1} (z_{-1} = 0) and predicts the k spikes of z_t."""
 
-    def __init__(self, channels, k, *, rng, dtype=np.float32, lif_options=None):
+    def __init__(self, channels, k, *, rng, dtype=np.float32, lif_options=None,
+                 prefix_updates_bn=True):
         super().__init__()
         self.channels, self.k = channels, k
+        self.prefix_updates_bn = prefix_updates_bn
         self.layers = latent_network(channels, channels, k, rng, dtype, lif_options)
 
     def spikes(self, z_in):
@@ -162,7 +169,9 @@ class BernoulliPrior(Module):
         Scheduled sampling (training only, scheduled_p > 0): for each step t >= 5, with
         probability scheduled_p (one coin for the whole batch, from ``rng``), the input
         z_in_{t+1} is replaced by the prior's own guess 1[mean_k p(z_t) + 0.001 noise > 0.5],
-        computed without gradient from the prior run on the prefix so far.
+        computed without gradient from the prior run on the prefix so far. As in the official
+        code those prefix runs are in training mode and update the tdBN running statistics
+        (unless prefix_updates_bn is False).
         """
         z = Tensor(z.data) if isinstance(z, Tensor) else Tensor(z)   # the prior never moves z
         T, N, C = z.shape
@@ -171,12 +180,15 @@ class BernoulliPrior(Module):
         if self.training and scheduled_p > 0:
             if rng is None:
                 raise ValueError("scheduled sampling needs rng=np.random.Generator")
+            saved = None if self.prefix_updates_bn else _bn_state(self.layers)
             with no_grad():
                 for t in range(first_scheduled_step, T - 1):
                     if rng.random() < scheduled_p:
                         p_t = self.spikes(Tensor(z_in[:t + 1])).data[t]
                         guess = p_t.mean(axis=-1) + 0.001 * rng.standard_normal((N, C))
                         z_in[t + 1] = (guess > 0.5).astype(z.dtype)
+            if saved is not None:
+                _restore_bn_state(self.layers, saved)
         return self.spikes(Tensor(z_in))
 
     def sample(self, n, timesteps, picker, dtype=None):
@@ -192,7 +204,7 @@ class BernoulliPrior(Module):
         for t in range(timesteps):
             p_t = stepper.step(z_prev).reshape(n, self.channels, self.k)
             picks = picker.draw(t, n, self.channels)
-            z[t] = z_prev = np.take_along_axis(p_t, picks[..., None], axis=-1)[..., 0]
+            z[t] = z_prev = pick_array(p_t, picks)
         return z
 
     def sample_by_prefix(self, n, timesteps, picker, dtype=None):
@@ -204,7 +216,7 @@ class BernoulliPrior(Module):
             for t in range(timesteps):
                 p_t = self.spikes(Tensor(z_in[:t + 1])).data[t]
                 picks = picker.draw(t, n, self.channels)
-                z[t] = np.take_along_axis(p_t, picks[..., None], axis=-1)[..., 0]
+                z[t] = pick_array(p_t, picks)
                 if t + 1 < timesteps:
                     z_in[t + 1] = z[t]
         return z

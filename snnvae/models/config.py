@@ -1,12 +1,13 @@
-"""Architecture and training settings of FSVAE, held in one object that is passed in.
+"""Architecture of FSVAE, held in one object that is passed in (never a global).
 
-The paper presets follow shared/REFERENCE.md (Kamata et al. 2022 and its official configs);
-``quick`` is this project's laptop preset: a true FSVAE with narrower layers and fewer steps.
+The paper presets follow shared/REFERENCE.md (Kamata et al. 2022 and its official configs).
+Training settings (AdamW lr 1e-3, weight decay 1e-3, batch 250, 150 epochs in the papers) live in
+``snnvae.train.TrainSettings``; examples/mnist_fsvae.py holds the quick and paper choices.
 """
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -23,13 +24,9 @@ class FSVAEConfig:
     # neuron options (defaults reproduce the official code)
     window_center: float = 0.0
     detach_reset: bool = False
-    # official quirk: the posterior's no-grad prefix loop updates tdBN running statistics
+    # official quirk: the no-grad prefix runs (posterior sampling loop, prior scheduled sampling)
+    # update the tdBN running statistics; False keeps them to the one update of the full pass
     prefix_updates_bn: bool = True
-    # training settings (the papers')
-    lr: float = 1e-3
-    weight_decay: float = 1e-3
-    batch_size: int = 250
-    epochs: int = 150
 
     def __post_init__(self):
         if self.distance not in ("mmd", "kld"):
@@ -60,17 +57,6 @@ class FSVAEConfig:
 
     def to_dict(self):
         return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values):
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"unknown FSVAE config fields {sorted(unknown)}")
-        values = dict(values)
-        if "hidden_channels" in values:
-            values["hidden_channels"] = tuple(int(c) for c in values["hidden_channels"])
-        return cls(**values)
 
 
 PRESETS = {

@@ -17,7 +17,7 @@ PSP-based "MMD" (weight 1) or the Bernoulli KL (weight 1e-4).
 
 Module names mirror the official code (encoder.0, before_latent_layer, posterior.layers.0,
 prior.layers.0, decoder_input, decoder.0, final_layer.0, final_layer.1), so a state dict maps one
-to one apart from the weight layouts (see ``from_official_state``).
+to one apart from the weight layouts (see ``official.convert_official_fsvae_state``).
 """
 from __future__ import annotations
 
@@ -64,7 +64,8 @@ class FSVAE(Module):
                                     for a, b in zip(channels[:-1], channels[1:])])
         self.flatten = Reshape(2, (flat,))
         self.before_latent_layer = SpikingLinear(flat, config.latent_dim, **common)
-        self.prior = BernoulliPrior(config.latent_dim, config.k, **common)
+        self.prior = BernoulliPrior(config.latent_dim, config.k,
+                                    prefix_updates_bn=config.prefix_updates_bn, **common)
         self.posterior = BernoulliPosterior(config.latent_dim, config.k,
                                             prefix_updates_bn=config.prefix_updates_bn, **common)
         self.decoder_input = SpikingLinear(config.latent_dim, flat, **common)
@@ -82,8 +83,9 @@ class FSVAE(Module):
 
     # --- pieces ------------------------------------------------------------------------------
     def repeat_over_time(self, images):
-        """Direct input coding: (N, C, S, S) -> (T, N, C, S, S), the image at every step."""
-        images = as_tensor(images)
+        """Direct input coding: (N, C, S, S) -> (T, N, C, S, S), the image at every step.
+        Image arrays are cast to the model's dtype."""
+        images = as_tensor(images, dtype=self.decoder_input.weight.dtype)
         expected = (self.config.in_channels, self.config.input_size, self.config.input_size)
         if images.ndim != 4 or images.shape[1:] != expected:
             raise ValueError(f"FSVAE expects images of shape (N, {expected[0]}, {expected[1]}, "
