@@ -27,7 +27,7 @@ from snnvae.models import FSVAE, preset as paper_preset
 from snnvae.train import RunExistsError, Trainer, TrainSettings, check_run_dir, prepare_run_dir
 
 QUICK = dict(hidden_channels=(16, 32, 64, 128), latent_dim=128, k=10, timesteps=4)
-QUICK_TRAINING = dict(epochs=10, batch_size=32, lr=3e-3, weight_decay=1e-3, lr_schedule="cosine",
+QUICK_TRAINING = dict(epochs=12, batch_size=32, lr=3e-3, weight_decay=1e-3, lr_schedule="cosine",
                       eval_images=500, checkpoint_every=100)
 PAPER_TRAINING = dict(epochs=150, batch_size=250, lr=1e-3, weight_decay=1e-3, lr_schedule="constant",
                       eval_images=None, checkpoint_every=40)

@@ -48,8 +48,13 @@ def test_bad_arguments(example, tmp_path, capsys, argv, text):
 
 def test_quick_and_paper_presets_are_what_the_readme_says(example):
     config, settings = example.build(example.parse_args([]))
-    assert config.timesteps == 4 and config.latent_dim == 128 and config.k == 10
-    assert settings.batch_size == 32 and settings.lr_schedule == "cosine"
+    for key, value in example.QUICK.items():
+        assert getattr(config, key) == value, key
+    for key, value in example.QUICK_TRAINING.items():
+        assert getattr(settings, key) == value, key
+    assert config.input_size == 32 and config.in_channels == 1        # the papers' 32 x 32 MNIST
+    config, settings = example.build(example.parse_args(["--timesteps", "6", "--epochs", "2"]))
+    assert config.timesteps == 6 and settings.epochs == 2
     config, settings = example.build(example.parse_args(["--preset", "paper"]))
     assert (config.timesteps, config.latent_dim, config.k) == (16, 128, 20)
     assert config.hidden_channels == (32, 64, 128, 256)

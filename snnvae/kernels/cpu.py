@@ -30,31 +30,43 @@ _JIT = dict(cache=True, nogil=True)
 # --------------------------------------------------------------------------------------------
 
 
+@njit(**_JIT)
+def _valid_range(size_out, size_in, stride, pad, offset):
+    """Output indices i with 0 <= i*stride - pad + offset < size_in, as [lo, hi)."""
+    lo = 0
+    while lo < size_out and lo * stride - pad + offset < 0:
+        lo += 1
+    hi = size_out
+    while hi > lo and (hi - 1) * stride - pad + offset >= size_in:
+        hi -= 1
+    return lo, hi
+
+
 @njit(parallel=True, **_JIT)
 def _im2col(x, cols, kh, kw, stride, pad, Ho, Wo):
+    """cols must be zero-filled: only positions inside the image are written. The valid range
+    of each kernel offset is computed once, so the inner loop has no branches."""
     B, C, H, W = x.shape
     L = Ho * Wo
     for row in prange(C * kh * kw):
         c = row // (kh * kw)
         p = (row // kw) % kh
         q = row % kw
+        i_lo, i_hi = _valid_range(Ho, H, stride, pad, p)
+        j_lo, j_hi = _valid_range(Wo, W, stride, pad, q)
         for b in range(B):
             base = b * L
-            for i in range(Ho):
+            for i in range(i_lo, i_hi):
                 hi = i * stride - pad + p
-                inside_row = 0 <= hi < H
-                for j in range(Wo):
-                    wj = j * stride - pad + q
-                    if inside_row and 0 <= wj < W:
-                        cols[row, base + i * Wo + j] = x[b, c, hi, wj]
-                    else:
-                        cols[row, base + i * Wo + j] = 0
+                out = base + i * Wo
+                for j in range(j_lo, j_hi):
+                    cols[row, out + j] = x[b, c, hi, j * stride - pad + q]
 
 
 def im2col(x, kh, kw, stride, pad, Ho, Wo):
     """x (B, C, H, W) -> cols (C*kh*kw, B*Ho*Wo); zero where the window leaves the image."""
     B, C = x.shape[:2]
-    cols = np.empty((C * kh * kw, B * Ho * Wo), dtype=x.dtype)
+    cols = np.zeros((C * kh * kw, B * Ho * Wo), dtype=x.dtype)
     _im2col(np.ascontiguousarray(x), cols, kh, kw, stride, pad, Ho, Wo)
     return cols
 
@@ -67,16 +79,15 @@ def _col2im(cols, x, kh, kw, stride, pad, Ho, Wo):
         b = bc // C
         c = bc % C
         for p in range(kh):
+            i_lo, i_hi = _valid_range(Ho, H, stride, pad, p)
             for q in range(kw):
+                j_lo, j_hi = _valid_range(Wo, W, stride, pad, q)
                 row = (c * kh + p) * kw + q
-                for i in range(Ho):
+                for i in range(i_lo, i_hi):
                     hi = i * stride - pad + p
-                    if hi < 0 or hi >= H:
-                        continue
-                    for j in range(Wo):
-                        wj = j * stride - pad + q
-                        if 0 <= wj < W:
-                            x[b, c, hi, wj] += cols[row, b * L + i * Wo + j]
+                    src = b * L + i * Wo
+                    for j in range(j_lo, j_hi):
+                        x[b, c, hi, j * stride - pad + q] += cols[row, src + j]
 
 
 def col2im(cols, B, C, H, W, kh, kw, stride, pad, Ho, Wo):
