@@ -115,13 +115,7 @@ def first_layer_stats(posterior, x, z_in, length):
 
 def warm_up(model, images, rng):
     """One training-mode call at momentum 1: the running statistics become this batch's."""
-    norms = [m for _, m in model.named_modules() if isinstance(m, nn.BatchNorm)]
-    for bn in norms:
-        bn.momentum = 1.0
-    with no_grad():
-        model(images, rng=rng)
-    for bn in norms:
-        bn.momentum = 0.1
+    nn.calibrate_running_statistics(model, lambda: model(images, rng=rng))
 
 
 class StepCounter:
@@ -245,12 +239,8 @@ def main():
     # A wider prior than the toy model's so that the work, not Python, dominates.
     Cg, Kg, n_gen = (32, 10, 64) if args.fast else (32, 10, 128)
     prior = BernoulliPrior(Cg, Kg, rng=np.random.default_rng(args.seed + 2))
-    for layer in prior.layers:
-        layer.bn.momentum = 1.0
-    with no_grad():
-        prior((rng.random((8, 256, Cg)) < 0.3).astype(np.float32))    # store real statistics
-    for layer in prior.layers:
-        layer.bn.momentum = 0.1
+    nn.calibrate_running_statistics(    # store real statistics
+        prior, lambda: prior((rng.random((8, 256, Cg)) < 0.3).astype(np.float32)))
     prior.eval()
     Ts = (4, 8, 16, 32) if args.fast else (4, 8, 16, 32, 64)
     repeats = 2 if args.fast else 3

@@ -80,7 +80,7 @@ import numpy as np
 
 from _common import Checker, banner, parse_args, plt, save_figure, section, table
 
-from snnvae import F, Tensor, data, gradcheck, no_grad
+from snnvae import F, Tensor, data, gradcheck, nn, no_grad
 from snnvae.models import FSVAE, FSVAEConfig
 
 S = 0.01      # smoothing of the Bernoulli KL
@@ -288,12 +288,7 @@ def main():
     chk.equal("scheduled_p = 0: exactly the plain prior", zero_out, plain)
     # Eval mode: first store real running statistics (one training call at momentum 1, as in
     # lesson 07), otherwise the eval prior is silent and the comparison proves nothing.
-    for layer in prior.layers:
-        layer.bn.momentum = 1.0
-    with no_grad():
-        prior(z)
-    for layer in prior.layers:
-        layer.bn.momentum = 0.1
+    nn.calibrate_running_statistics(prior, lambda: prior(z))
     model.eval()
     with no_grad():
         ev_plain = prior(z).data

@@ -79,7 +79,7 @@ import numpy as np
 
 from _common import Checker, banner, parse_args, plt, save_figure, section, table
 
-from snnvae import data, nn, no_grad, viz
+from snnvae import data, nn, viz
 from snnvae.models import FSVAE, FSVAEConfig
 from snnvae.train import Trainer, TrainSettings, prepare_run_dir
 
@@ -93,13 +93,7 @@ FULL = dict(config=FSVAEConfig(hidden_channels=(16, 32, 64, 128), input_size=32,
 
 def calibrate(model, images, rng):
     """One training-mode pass at momentum 1: running statistics := those of these images."""
-    norms = [m for _, m in model.named_modules() if isinstance(m, nn.BatchNorm)]
-    for bn in norms:
-        bn.momentum = 1.0
-    with no_grad():
-        model(images, rng=rng)
-    for bn in norms:
-        bn.momentum = 0.1
+    nn.calibrate_running_statistics(model, lambda: model(images, rng=rng))
 
 
 def short(name):

@@ -24,13 +24,9 @@ def tiny_images(n=3, seed=1, dtype=np.float64):
 def warm_up(model, images):
     """One training-mode call with momentum 1, so that the running tdBN statistics are those of
     this batch (with the initial mean 0 / variance 1 the eval-mode network is silent)."""
-    from snnvae.nn import BatchNorm
-    norms = [m for _, m in model.named_modules() if isinstance(m, BatchNorm)]
-    for bn in norms:
-        bn.momentum = 1.0
-    model(images, rng=np.random.default_rng(5))
-    for bn in norms:
-        bn.momentum = 0.1
+    from snnvae.nn import calibrate_running_statistics
+    calibrate_running_statistics(model, lambda: model(images, rng=np.random.default_rng(5)))
+    assert model.encoder[0].bn.momentum == 0.1                 # restored
 
 
 def test_incremental_generation_equals_rerunning_the_prefix(backend_name):

@@ -1,6 +1,6 @@
 """Modules: containers of parameters and the layers that spiking VAEs are built from."""
 from .module import Module, Parameter, Sequential
-from .layers import (LIF, PSP, BatchNorm, Conv2d, ConvTranspose2d, LeakyReLU, Linear,
+from .layers import (LIF, PSP, BatchNorm, calibrate_running_statistics, Conv2d, ConvTranspose2d, LeakyReLU, Linear,
                      MembraneOutput, Reshape, Tanh, TdBatchNorm)
 from .spiking import (SpikingConv2d, SpikingConvTranspose2d, SpikingLinear,
                       monitor_firing_rates)

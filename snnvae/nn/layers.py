@@ -102,6 +102,26 @@ class BatchNorm(Module):
         return f"{self.weight.shape[0]}, scale {self.scale:g}"
 
 
+def calibrate_running_statistics(model, forward):
+    """Run ``forward()`` (no gradient) with every BatchNorm of ``model`` at momentum 1, so that
+    the running statistics become exactly those of that call; then restore each momentum.
+
+    With the initial statistics (mean 0, variance 1) an eval-mode spiking network is often
+    silent (tdBN scales by alpha * Vth); one calibrating call makes eval mode meaningful.
+    """
+    from ..autograd import no_grad
+    norms = [m for _, m in model.named_modules() if isinstance(m, BatchNorm)]
+    saved = [bn.momentum for bn in norms]
+    for bn in norms:
+        bn.momentum = 1.0
+    try:
+        with no_grad():
+            forward()
+    finally:
+        for bn, momentum in zip(norms, saved):
+            bn.momentum = momentum
+
+
 class TdBatchNorm(BatchNorm):
     """tdBN for time-first spiking tensors: statistics over T, N and space; output scaled by
     alpha * Vth (alpha 1 in encoder/decoder, 2 in FSVAE's latent networks)."""
