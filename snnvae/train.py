@@ -12,8 +12,7 @@ A run lives in one directory:
 Models plug in through four methods: ``training_losses(images, rng, epoch, epochs)`` returning a
 dict of Tensors with "loss", ``evaluation_losses(images, rng)`` returning floats,
 ``reconstruct(images, rng)`` and ``sample(n, rng)`` returning image arrays in [-1, 1].
-The learning rate of every step comes from ``learning_rate`` (constant or cosine); an optimiser
-parameter group may carry an ``lr_scale`` factor on top of it.
+The learning rate of every step comes from ``learning_rate`` (constant or cosine).
 
 A resumed run must use the same settings and data as the original (the checkpoint records both);
 only the number of epochs and the time budget may change.
@@ -246,7 +245,7 @@ class Trainer:
                 start = time.perf_counter()
                 lr = learning_rate(s, self.global_step, len(batches))
                 for group in self.optimizer.param_groups:
-                    group["lr"] = lr * group.get("lr_scale", 1.0)
+                    group["lr"] = lr
                 losses = self.model.training_losses(self.train_images[batches[b]], self.rng,
                                                     self.epoch, s.epochs)
                 self.optimizer.zero_grad()

@@ -199,9 +199,9 @@ class Tanh(Function):
 class Sigmoid(Function):
     @staticmethod
     def forward(ctx, a):
-        # numerically stable for large |a|
-        y = np.where(a >= 0, 1 / (1 + np.exp(-np.abs(a))), np.exp(-np.abs(a)) / (1 + np.exp(-np.abs(a))))
-        y = y.astype(a.dtype, copy=False)
+        # stable for large |a|: with e = exp(-|a|) <= 1, sigmoid = 1/(1+e) (a >= 0) or e/(1+e)
+        e = np.exp(-np.abs(a))
+        y = (np.where(a >= 0, 1.0, e) / (1.0 + e)).astype(a.dtype, copy=False)
         ctx.save_for_backward(y)
         return y
 
