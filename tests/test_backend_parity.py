@@ -24,11 +24,19 @@ def test_both_backends_expose_identical_kernels():
         assert callable(getattr(numpy_ref, name)) and callable(getattr(cpu, name)), name
 
 
+@pytest.fixture(params=["one chunk", "one image per chunk"])
+def conv_chunking(request, monkeypatch):
+    """The Numba convolutions work on chunks of images; also check them with many chunks."""
+    if request.param == "one image per chunk":
+        monkeypatch.setattr(cpu, "_CHUNK_ELEMENTS", 1)
+    return request.param
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("seed", range(3))
-def test_conv_kernels(dtype, seed):
+def test_conv_kernels(dtype, seed, conv_chunking):
     rng = np.random.default_rng(seed)
-    B, Ci, Co = rng.integers(1, 4), rng.integers(1, 4), rng.integers(1, 5)
+    B, Ci, Co = rng.integers(1, 5), rng.integers(1, 4), rng.integers(1, 5)
     H, W, k = rng.integers(4, 9), rng.integers(4, 9), int(rng.choice([1, 3]))
     stride, pad = int(rng.integers(1, 3)), int(rng.integers(0, 2))
     x = (rng.random((B, Ci, H, W)) < 0.3).astype(dtype)
@@ -44,9 +52,9 @@ def test_conv_kernels(dtype, seed):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("seed", range(3))
-def test_conv_transpose_kernels(dtype, seed):
+def test_conv_transpose_kernels(dtype, seed, conv_chunking):
     rng = np.random.default_rng(10 + seed)
-    B, Ci, Co = rng.integers(1, 4), rng.integers(1, 4), rng.integers(1, 5)
+    B, Ci, Co = rng.integers(1, 5), rng.integers(1, 4), rng.integers(1, 5)
     H, W = rng.integers(2, 6), rng.integers(2, 6)
     stride, pad = int(rng.integers(1, 3)), int(rng.integers(0, 2))
     op = int(rng.integers(0, stride))

@@ -21,13 +21,27 @@ from .numpy_ref import (conv_out_size, conv_transpose_out_size, linear_backward,
 _JIT = dict(cache=True, nogil=True)
 
 # --------------------------------------------------------------------------------------------
-# Convolutions as one GEMM each. im2col writes the patches of all B images side by side:
-#     cols[(c, p, q), b*L + (i*Wo + j)] = x[b, c, i*s - pad + p, j*s - pad + q]     (K x B*L)
-# so that W (C_out x K) @ cols is a single large matrix product even when the feature maps are
-# tiny (2 x 2 in the FSVAE bottleneck), where one product per image would waste BLAS. The same
-# index map read backwards (col2im, a scatter-add) is the input gradient of a convolution and
-# the forward pass of a transposed convolution.
+# Convolutions as GEMMs over chunks of images. im2col writes the patches of c images side by
+# side:
+#     cols[(ch, p, q), b*L + (i*Wo + j)] = x[b, ch, i*s - pad + p, j*s - pad + q]    (K x c*L)
+# so that W (C_out x K) @ cols is one large matrix product even when the feature maps are tiny
+# (2 x 2 in the FSVAE bottleneck), where one product per image would waste BLAS. The same index
+# map read backwards (col2im, a scatter-add) is the input gradient of a convolution and the
+# forward pass of a transposed convolution.
+#
+# Why chunks: for the large feature maps (the decoder's last 32 x 32 layers) the patch matrix
+# of a whole batch is tens of MB, so writing it and reading it back runs at memory speed. The
+# images are taken c at a time, c chosen so that the patch matrix stays near _CHUNK_ELEMENTS
+# (a few MB, cache-sized); small layers still get all images in one chunk.
 # --------------------------------------------------------------------------------------------
+
+_CHUNK_ELEMENTS = 1 << 19
+
+
+def _image_chunks(B, per_image):
+    """[start, stop) ranges of images whose patch matrices hold about _CHUNK_ELEMENTS each."""
+    step = max(1, min(B, _CHUNK_ELEMENTS // max(per_image, 1)))
+    return [(b0, min(B, b0 + step)) for b0 in range(0, B, step)]
 
 
 @njit(**_JIT)
@@ -72,12 +86,14 @@ def im2col(x, kh, kw, stride, pad, Ho, Wo):
 
 
 @njit(parallel=True, **_JIT)
-def _col2im(cols, x, kh, kw, stride, pad, Ho, Wo):
+def _col2im(cols, x, init, kh, kw, stride, pad, Ho, Wo):
+    """x[b, c] = init[c] + the scatter-add of cols; every element of x is written."""
     B, C, H, W = x.shape
     L = Ho * Wo
     for bc in prange(B * C):
         b = bc // C
         c = bc % C
+        x[b, c, :, :] = init[c]
         for p in range(kh):
             i_lo, i_hi = _valid_range(Ho, H, stride, pad, p)
             for q in range(kw):
@@ -92,8 +108,8 @@ def _col2im(cols, x, kh, kw, stride, pad, Ho, Wo):
 
 def col2im(cols, B, C, H, W, kh, kw, stride, pad, Ho, Wo):
     """Adjoint of ``im2col``: cols (C*kh*kw, B*Ho*Wo) -> x (B, C, H, W), summing overlaps."""
-    x = np.zeros((B, C, H, W), dtype=cols.dtype)
-    _col2im(cols, x, kh, kw, stride, pad, Ho, Wo)
+    x = np.empty((B, C, H, W), dtype=cols.dtype)
+    _col2im(cols, x, np.zeros(C, dtype=cols.dtype), kh, kw, stride, pad, Ho, Wo)
     return x
 
 
@@ -103,32 +119,40 @@ def _to_channel_major(a):
     return np.ascontiguousarray(a.reshape(B, C, -1).transpose(1, 0, 2)).reshape(C, -1)
 
 
-def _to_batch_major(a2, B, shape):
-    """(C, B * L) -> (B, C, *shape) contiguous."""
-    C = a2.shape[0]
-    return np.ascontiguousarray(a2.reshape(C, B, -1).transpose(1, 0, 2)).reshape(B, C, *shape)
+def _store_batch_major(a2, out):
+    """a2 (C, B * L) -> out (B, C, ...) in place."""
+    B, C = out.shape[:2]
+    np.copyto(out.reshape(B, C, -1), a2.reshape(C, B, -1).transpose(1, 0, 2))
 
 
 def conv2d_forward(x, w, b, stride, padding):
     B, C_in, H, W = x.shape
     C_out, _, kh, kw = w.shape
     Ho, Wo = conv_out_size(H, kh, stride, padding), conv_out_size(W, kw, stride, padding)
-    y2 = w.reshape(C_out, -1) @ im2col(x, kh, kw, stride, padding, Ho, Wo)
-    if b is not None:
-        y2 += b[:, None]
-    return _to_batch_major(y2, B, (Ho, Wo))
+    w2 = w.reshape(C_out, -1)
+    y = np.empty((B, C_out, Ho, Wo), dtype=np.result_type(x, w))
+    for b0, b1 in _image_chunks(B, w2.shape[1] * Ho * Wo):
+        y2 = w2 @ im2col(x[b0:b1], kh, kw, stride, padding, Ho, Wo)
+        if b is not None:
+            y2 += b[:, None]
+        _store_batch_major(y2, y[b0:b1])
+    return y
 
 
 def conv2d_backward(gy, x, w, stride, padding, has_bias):
     B, C_in, H, W = x.shape
     C_out, _, kh, kw = w.shape
     Ho, Wo = gy.shape[2:]
-    g2 = _to_channel_major(gy)
-    cols = im2col(x, kh, kw, stride, padding, Ho, Wo)
-    gw = (g2 @ cols.T).reshape(w.shape)
-    gx = col2im(w.reshape(C_out, -1).T @ g2, B, C_in, H, W, kh, kw, stride, padding, Ho, Wo)
-    gb = g2.sum(axis=1) if has_bias else None
-    return gx, gw, gb
+    w2 = w.reshape(C_out, -1)
+    gw = np.zeros_like(w2)
+    gx = np.empty_like(x)
+    zero = np.zeros(C_in, dtype=x.dtype)
+    for b0, b1 in _image_chunks(B, w2.shape[1] * Ho * Wo):
+        g2 = _to_channel_major(gy[b0:b1])
+        gw += g2 @ im2col(x[b0:b1], kh, kw, stride, padding, Ho, Wo).T
+        _col2im(w2.T @ g2, gx[b0:b1], zero, kh, kw, stride, padding, Ho, Wo)
+    gb = gy.sum(axis=(0, 2, 3)) if has_bias else None
+    return gx, gw.reshape(w.shape), gb
 
 
 def conv_transpose2d_forward(x, w, b, stride, padding, output_padding):
@@ -136,22 +160,27 @@ def conv_transpose2d_forward(x, w, b, stride, padding, output_padding):
     _, C_out, kh, kw = w.shape
     Ho = conv_transpose_out_size(H, kh, stride, padding, output_padding)
     Wo = conv_transpose_out_size(W, kw, stride, padding, output_padding)
-    cols = w.reshape(C_in, -1).T @ _to_channel_major(x)
-    y = col2im(cols, B, C_out, Ho, Wo, kh, kw, stride, padding, H, W)
-    if b is not None:
-        y += b[None, :, None, None]
+    wt = w.reshape(C_in, -1).T
+    y = np.empty((B, C_out, Ho, Wo), dtype=np.result_type(x, w))
+    init = np.zeros(C_out, dtype=y.dtype) if b is None else b.astype(y.dtype)
+    for b0, b1 in _image_chunks(B, wt.shape[0] * H * W):
+        cols = wt @ _to_channel_major(x[b0:b1])
+        _col2im(cols, y[b0:b1], init, kh, kw, stride, padding, H, W)
     return y
 
 
 def conv_transpose2d_backward(gy, x, w, stride, padding, has_bias):
     B, C_in, H, W = x.shape
     _, C_out, kh, kw = w.shape
-    gcols = im2col(gy, kh, kw, stride, padding, H, W)
-    x2 = _to_channel_major(x)
-    gx = _to_batch_major(w.reshape(C_in, -1) @ gcols, B, (H, W))
-    gw = (x2 @ gcols.T).reshape(w.shape)
+    w2 = w.reshape(C_in, -1)
+    gw = np.zeros_like(w2)
+    gx = np.empty_like(x)
+    for b0, b1 in _image_chunks(B, w2.shape[1] * H * W):
+        gcols = im2col(gy[b0:b1], kh, kw, stride, padding, H, W)
+        _store_batch_major(w2 @ gcols, gx[b0:b1])
+        gw += _to_channel_major(x[b0:b1]) @ gcols.T
     gb = gy.sum(axis=(0, 2, 3)) if has_bias else None
-    return gx, gw, gb
+    return gx, gw.reshape(w.shape), gb
 
 
 # --------------------------------------------------------------------------------------------
@@ -298,25 +327,24 @@ _BLOCK = 1024
 
 @njit(parallel=True, **_JIT)
 def _lif_forward(x, o, u, vth, tau, width, center, half, one, zero, smooth):
+    """The state of step t-1 is read back from u[t-1], o[t-1] (still in cache for a block), so
+    the loop needs no carried arrays; the spike is a select, which vectorises."""
     T, M = x.shape
     nblocks = (M + _BLOCK - 1) // _BLOCK
     for blk in prange(nblocks):
         lo = blk * _BLOCK
-        n = min(lo + _BLOCK, M) - lo
-        u_prev = np.zeros(n, dtype=x.dtype)
-        o_prev = np.zeros(n, dtype=x.dtype)
+        hi = min(lo + _BLOCK, M)
         for t in range(T):
-            for i in range(n):
-                um = tau * u_prev[i] * (one - o_prev[i]) + x[t, lo + i]
-                if smooth:
-                    om = (um - center) / width + half
-                    om = min(max(om, zero), one)
+            for m in range(lo, hi):
+                if t == 0:
+                    um = x[0, m]
                 else:
-                    om = one if um > vth else zero
-                u[t, lo + i] = um
-                o[t, lo + i] = om
-                u_prev[i] = um
-                o_prev[i] = om
+                    um = tau * u[t - 1, m] * (one - o[t - 1, m]) + x[t, m]
+                u[t, m] = um
+                if smooth:
+                    o[t, m] = min(max((um - center) / width + half, zero), one)
+                else:
+                    o[t, m] = one if um > vth else zero
 
 
 def _typed(dtype, *values):
