@@ -1,0 +1,305 @@
+"""Operation counts of one eval-mode pass, and the energy estimate the spiking-VAE papers quote.
+
+Three kinds of work are counted, per image (the batch total divided by the batch size):
+
+* **AC** (accumulate): a weighted layer whose input is spikes (every value 0 or 1) needs no
+  multiplication: each input spike adds the weights it touches to their outputs. We count, for
+  every input spike, its fan-out: the number of weight entries it touches, i.e. the number of
+  (weight entry, output) pairs it reaches.
+
+      linear (F_in -> F_out):     fan-out = F_out
+      conv (stride s, pad p):     fan-out of input (c, i, j) = C_out * f_H(i) * f_W(j),
+                                  f(i) = #{q in [0, k): (i + p - q) / s is an integer in [0, H_out)}
+      transposed conv:            fan-out of input (c, i, j) = C_out * g_H(i) * g_W(j),
+                                  g(i) = #{q in [0, k): 0 <= i s - p + q < H_out}
+
+  So AC = sum over spikes of their fan-out = C_out * sum_ij n[i, j] f(i) f(j), n[i, j] the
+  number of spikes at (i, j) over time, batch and input channels. Equivalently, AC = the sum of
+  the layer's output with every weight set to 1 and no bias (the tests check both). A spike at
+  the border touches fewer weights (the kernel hangs over the zero padding), and with stride 2 an
+  input pixel is reached by only about k/2 kernel rows, not k.
+* **MAC** (multiply-accumulate): a weighted layer whose input is real-valued: the first
+  encoder conv on the direct-coded image (run at each of the T steps, as the model computes it),
+  ANN layers, and the membrane-output readout (sum_t decay^(T-1-t) x_t: T multiply-adds per
+  output value). Dense: every input value counts, zeros included, with the same fan-out as
+  above (products with the zero padding are not counted).
+* **Neuron updates**: LIF state updates, neurons x T (the number of values an LIF layer sees).
+
+A model without LIF neurons (the ANN VAE) gets MACs only, whatever values its layers see.
+
+What the counts leave out: bias additions, tdBN / BatchNorm (in eval mode an affine map that
+folds into the preceding weights), LeakyReLU / tanh, the one-of-k picks and any op called
+outside the layer classes of ``snnvae.nn`` (Linear, Conv2d, ConvTranspose2d and their spiking
+blocks, LIF, MembraneOutput).
+
+How this differs from the official count. The official code counts, per layer, the spikes
+entering it times a fixed fan-out, i.e. it counts inputs with the fan-out of an interior pixel
+(shared/REFERENCE.md: "an accumulate per (input spike x fan-out)"). That is exact for a linear
+layer, but for a convolution it ignores that border pixels touch fewer weights and that with
+stride s an input is reached by only about k/s kernel positions per axis, so it overcounts
+(about 4x for a 3x3 stride-2 conv). Counting the additions that are really triggered, as here,
+equals counting, for every output, the spikes in its receptive field (the outputs' view).
+
+Calls counted. Only full-sequence ``forward`` calls of a layer are counted, plus its one-step
+``step`` calls (the O(T) eval-mode stepping of the latent networks) when the layer ran no full
+pass: FSVAE's eval posterior first steps through t < T-1 to sample z and then runs once over all
+T steps, recomputing exactly the same spikes, so a causal network does that work once. With
+``forward=lambda m, x, rng: m.sample(len(x), rng)`` the prior's stepped generation is counted.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..autograd import Tensor, no_grad
+from ..nn import LIF, Conv2d, ConvTranspose2d, Linear, MembraneOutput
+
+# Energy per operation, 45 nm CMOS (Horowitz, "Computing's energy problem (and what we can do
+# about it)", ISSCC 2014): 32-bit float add 0.9 pJ, 32-bit float multiply 3.7 pJ; a MAC is one
+# of each (4.6 pJ). The figures the SNN literature (FSVAE, ESVAE and most others) uses.
+ENERGY_PJ = {"ac": 0.9, "mac": 4.6}
+ENERGY_SOURCE = ("Horowitz, 'Computing's energy problem (and what we can do about it)', ISSCC "
+                 "2014: 45 nm CMOS, 32-bit float add 0.9 pJ (one AC), add + multiply 0.9 + 3.7 "
+                 "= 4.6 pJ (one MAC)")
+
+_WEIGHTED = (Linear, Conv2d, ConvTranspose2d)
+_COUNTS = ("ac", "mac", "neuron_updates")
+
+
+def _pair(v):
+    return (v, v) if np.isscalar(v) else tuple(v)
+
+
+def _conv_reach(size, k, stride, pad):
+    """f(i), i < size: how many kernel positions q of a conv reach input index i."""
+    out = (size + 2 * pad - k) // stride + 1
+    num = np.arange(size)[:, None] + pad - np.arange(k)[None, :]      # = o * stride for a hit
+    hit = (num >= 0) & (num % stride == 0) & (num // stride < out)
+    return hit.sum(axis=1)
+
+
+def _conv_transpose_reach(size, k, stride, pad, output_padding):
+    """g(i), i < size: how many kernel positions q of a transposed conv land inside the output."""
+    out = (size - 1) * stride - 2 * pad + k + output_padding
+    pos = np.arange(size)[:, None] * stride - pad + np.arange(k)[None, :]
+    return ((pos >= 0) & (pos < out)).sum(axis=1)
+
+
+def _is_spikes(x):
+    return bool(np.all((x == 0) | (x == 1)))
+
+
+def _synaptic_ops(layer, x, dense):
+    """Additions (spike input) or multiply-adds (dense) of one call of a weighted layer on x."""
+    active = None if dense else (x != 0)
+    if isinstance(layer, Linear):
+        n_in = x.size if dense else int(np.count_nonzero(active))
+        return n_in * layer.out_features
+    H, W = x.shape[-2:]
+    kh, kw = layer.weight.shape[-2:]
+    (sh, sw), (ph, pw) = _pair(layer.stride), _pair(layer.padding)
+    if isinstance(layer, ConvTranspose2d):
+        oph, opw = _pair(layer.output_padding)
+        c_out = layer.weight.shape[1]
+        fh = _conv_transpose_reach(H, kh, sh, ph, oph)
+        fw = _conv_transpose_reach(W, kw, sw, pw, opw)
+    else:
+        c_out = layer.weight.shape[0]
+        fh, fw = _conv_reach(H, kh, sh, ph), _conv_reach(W, kw, sw, pw)
+    if dense:
+        per_pixel = np.full((H, W), x.size // (H * W), dtype=np.int64)
+    else:
+        per_pixel = active.reshape(-1, H, W).sum(axis=0, dtype=np.int64)
+    return int(c_out * (fh.astype(np.int64) @ per_pixel @ fw.astype(np.int64)))
+
+
+class _Tally:
+    """Per-layer sums, kept apart for full passes ('forward') and one-step calls ('step')."""
+
+    def __init__(self, kind):
+        self.kind = kind
+        self.sums = {"forward": dict.fromkeys(_COUNTS, 0), "step": dict.fromkeys(_COUNTS, 0)}
+        self.calls = {"forward": 0, "step": 0}
+        self.inputs = set()             # "spikes" / "real"
+        self.spikes, self.values = 0, 0  # input spikes and input values (spiking inputs)
+
+    def add(self, how, **counts):
+        for key, value in counts.items():
+            self.sums[how][key] += value
+
+    def result(self, scale):
+        how = "forward" if self.calls["forward"] else "step"
+        row = {key: self.sums[how][key] * scale for key in _COUNTS}
+        row.update(kind=self.kind, input="/".join(sorted(self.inputs)) or None,
+                   input_spike_rate=self.spikes / self.values if self.values else None,
+                   forward_calls=self.calls["forward"], step_calls=self.calls["step"],
+                   counted="forward" if self.calls["forward"] else "step")
+        return row
+
+
+def _array(x):
+    return x.data if isinstance(x, Tensor) else np.asarray(x)
+
+
+def _instrument(model, spiking_model):
+    """Wrap forward (and step) of every counted module on the instance; returns (tallies,
+    undo). The layers' own code is untouched; removing the instance attributes restores it."""
+    modules = dict((name.rstrip("."), m) for name, m in model.named_modules())
+    weighted = {n for n, m in modules.items() if isinstance(m, _WEIGHTED)}
+    tallies, patched = {}, []
+
+    def owner(name):
+        # an LIF inside a spiking block is reported with its block (e.g. encoder.0)
+        parent = name.rpartition(".")[0]
+        return parent if parent in weighted else name
+
+    def patch(module, attr, wrapper):
+        previous = module.__dict__.get(attr)
+        patched.append((module, attr, previous))
+        object.__setattr__(module, attr, wrapper)
+
+    def weighted_op(tally, layer, x, how):
+        x = _array(x)
+        dense = not spiking_model or not _is_spikes(x)
+        ops = _synaptic_ops(layer, x, dense)
+        tally.add(how, **({"mac": ops} if dense else {"ac": ops}))
+        tally.inputs.add("real" if dense else "spikes")
+        if not dense:
+            tally.spikes += int(np.count_nonzero(x))
+            tally.values += x.size
+
+    for name, m in modules.items():
+        if isinstance(m, _WEIGHTED):
+            tally = tallies.setdefault(name, _Tally(type(m).__name__))
+
+            def forward(x, *a, _m=m, _t=tally, _f=m.forward, **kw):
+                _t.calls["forward"] += 1
+                weighted_op(_t, _m, x, "forward")
+                return _f(x, *a, **kw)
+            patch(m, "forward", forward)
+            if hasattr(m, "step"):
+                def step(x_t, state=None, _m=m, _t=tally, _f=m.step):
+                    _t.calls["step"] += 1
+                    weighted_op(_t, _m, x_t, "step")
+                    out, new_state = _f(x_t, state)
+                    if getattr(_m, "spike", None) is not None:   # the block's LIF, one step
+                        _t.add("step", neuron_updates=np.size(out))
+                    return out, new_state
+                patch(m, "step", step)
+        elif isinstance(m, (LIF, MembraneOutput)):
+            key = owner(name)
+            tally = tallies.setdefault(key, _Tally(type(m).__name__))
+            count = "neuron_updates" if isinstance(m, LIF) else "mac"
+
+            def forward(x, *a, _t=tally, _f=m.forward, _c=count, _own=key == name, **kw):
+                if _own:
+                    _t.calls["forward"] += 1
+                    if _c == "mac":
+                        _t.inputs.add("real")
+                _t.add("forward", **{_c: _array(x).size})
+                return _f(x, *a, **kw)
+            patch(m, "forward", forward)
+
+    def undo():
+        for module, attr, previous in reversed(patched):
+            if previous is None:
+                del module.__dict__[attr]
+            else:
+                object.__setattr__(module, attr, previous)
+    return tallies, undo
+
+
+def _reconstruct(model, images, rng):
+    if not hasattr(model, "reconstruct"):
+        raise TypeError(f"{type(model).__name__} has no reconstruct(images, rng) method; pass "
+                        f"forward=lambda model, images, rng: ... to count_operations")
+    return model.reconstruct(images, rng)
+
+
+def count_operations(model, images, rng: np.random.Generator, forward=None) -> dict:
+    """Count AC, MAC and neuron updates of one eval-mode, no-gradient pass of ``model``.
+
+    model:   a Module built from ``snnvae.nn`` layers (FSVAE, ESVAE, ANN VAE, any Sequential).
+    images:  a batch (N, ...) the pass runs on; counts are divided by N (per image).
+    rng:     numpy Generator for the model's random draws (FSVAE's one-of-k picks).
+    forward: callable (model, images, rng) making the pass; default
+             ``model.reconstruct(images, rng)``. E.g. ``lambda m, x, r: m.sample(len(x), r)``
+             counts generation.
+
+    Returns a dict (JSON-ready; counts per image, floats):
+        layers:    name -> {kind, input ('spikes' / 'real'), ac, mac, neuron_updates,
+                            input_spike_rate, forward_calls, step_calls, counted}
+        by_module: top-level child name (encoder, posterior, ...) -> {ac, mac, neuron_updates}
+        total:     {ac, mac, neuron_updates, synaptic_ops (= ac + mac)}
+        images, model, per ('image'), notes.
+    The model's training flag is restored afterwards.
+    """
+    images = np.asarray(images.data if isinstance(images, Tensor) else images)
+    if images.ndim < 1 or images.shape[0] < 1:
+        raise ValueError(f"count_operations needs a batch of at least one image, got shape "
+                         f"{images.shape}")
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+    forward = forward or _reconstruct
+    spiking_model = any(isinstance(m, LIF) for _, m in model.named_modules())
+    was_training = model.training
+    tallies, undo = _instrument(model, spiking_model)
+    model.eval()
+    try:
+        with no_grad():
+            forward(model, images, rng)
+    finally:
+        undo()
+        model.train(was_training)
+
+    n = images.shape[0]
+    layers = {name: t.result(1.0 / n) for name, t in tallies.items()
+              if t.calls["forward"] or t.calls["step"]}
+    by_module, total = {}, dict.fromkeys(_COUNTS, 0.0)
+    for name, row in layers.items():
+        group = by_module.setdefault(name.split(".")[0], dict.fromkeys(_COUNTS, 0.0))
+        for key in _COUNTS:
+            group[key] += row[key]
+            total[key] += row[key]
+    total["synaptic_ops"] = total["ac"] + total["mac"]
+    return {"model": type(model).__name__, "images": int(n), "per": "image",
+            "spiking": spiking_model, "layers": layers, "by_module": by_module, "total": total,
+            "notes": "AC: additions triggered by input spikes (exact fan-out, borders and stride "
+                     "included); MAC: dense multiply-adds of real-valued inputs and the membrane "
+                     "readout; neuron updates: LIF neurons x T. Bias, normalisation and "
+                     "activations not counted."}
+
+
+def energy_estimate(counts: dict, ac_pj: float = ENERGY_PJ["ac"],
+                    mac_pj: float = ENERGY_PJ["mac"], neuron_update_pj: float = 0.0) -> dict:
+    """Energy of the counted operations: E = AC * ac_pj + MAC * mac_pj (+ updates * neuron_update_pj).
+
+    Defaults: 0.9 pJ per AC (32-bit float add) and 4.6 pJ per MAC (32-bit float multiply 3.7 pJ
+    + add 0.9 pJ), 45 nm CMOS, Horowitz, ISSCC 2014: the figures the SNN papers quote. Neuron
+    updates cost 0 by default, as in those papers (they count synaptic operations only); pass
+    ``neuron_update_pj`` to include them. Memory traffic, which dominates on real hardware, is not
+    modelled: the estimate compares arithmetic only.
+
+    counts: the dict of ``count_operations`` (or any dict with a ``total`` of ac / mac /
+    neuron_updates, optionally ``layers``). Returns per image: total_pj, total_uj, the parts,
+    per-layer pJ when layers are given, and the energies used with their source.
+    """
+    for name, value in (("ac_pj", ac_pj), ("mac_pj", mac_pj), ("neuron_update_pj", neuron_update_pj)):
+        if not np.isfinite(value) or value < 0:
+            raise ValueError(f"{name} must be a non-negative number, got {value}")
+    if "total" not in counts:
+        raise ValueError("energy_estimate needs the dict returned by count_operations (a 'total' "
+                         "entry with 'ac', 'mac' and 'neuron_updates')")
+
+    def energy(row):
+        return (row.get("ac", 0.0) * ac_pj + row.get("mac", 0.0) * mac_pj
+                + row.get("neuron_updates", 0.0) * neuron_update_pj)
+
+    t = counts["total"]
+    parts = {"ac_pj": t.get("ac", 0.0) * ac_pj, "mac_pj": t.get("mac", 0.0) * mac_pj,
+             "neuron_update_pj": t.get("neuron_updates", 0.0) * neuron_update_pj}
+    total = energy(t)
+    return {"per": counts.get("per", "image"), "total_pj": total, "total_uj": total * 1e-6,
+            "parts": parts,
+            "layers": {name: energy(row) for name, row in counts.get("layers", {}).items()},
+            "energy_per_op_pj": {"ac": ac_pj, "mac": mac_pj, "neuron_update": neuron_update_pj},
+            "source": ENERGY_SOURCE}
