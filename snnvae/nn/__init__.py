@@ -4,4 +4,5 @@ from .layers import (LIF, PSP, BatchNorm, calibrate_running_statistics, Conv2d, 
                      MembraneOutput, Reshape, Tanh, TdBatchNorm)
 from .spiking import (SpikingConv2d, SpikingConvTranspose2d, SpikingLinear,
                       monitor_firing_rates)
+from .ann_layers import BatchNorm2d, conv_bn_lrelu, conv_transpose_bn_lrelu
 from . import init
