@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 from snnvae import F, Tensor
-from snnvae.metrics.operations import ENERGY_PJ, count_operations, energy_estimate
+from snnvae import no_grad
+from snnvae.metrics.operations import (ENERGY_PJ, count_dense_macs, count_operations,
+                                      energy_estimate)
 from snnvae.models import FSVAE, FSVAEConfig
 from snnvae.nn import (Conv2d, LeakyReLU, Linear, Reshape, Sequential, SpikingConv2d,
                        SpikingConvTranspose2d, SpikingLinear, calibrate_running_statistics)
@@ -180,6 +182,36 @@ def test_tiny_fsvae_generation_counts_the_stepped_prior(tiny_fsvae):
     assert prior["neuron_updates"] == T * 2 * TINY.latent_dim
     assert layers["prior.layers.2"]["neuron_updates"] == T * TINY.k * TINY.latent_dim
     assert layers["membrane_output_layer"]["mac"] == T * 64
+
+
+def test_dense_macs_split_forward_backward_and_no_grad():
+    rng = RNG(6)
+    net = Sequential(SpikingConv2d(1, 4, 3, stride=2, padding=1, bn=False, rng=rng,
+                                   dtype=np.float64))
+    x = Tensor((rng.random((3, 2, 1, 8, 8)) < 0.2).astype(np.float64))   # spikes, counted dense
+    m = count_dense_macs(net, lambda: net(x), batch_size=2)
+    assert m["forward"] == 3 * 4 * 11 * 11 and m["forward_no_grad"] == 0
+    assert m["backward"] == 2 * m["forward"] and m["total"] == 3 * m["forward"]
+    with no_grad():
+        m = count_dense_macs(net, lambda: net(x), batch_size=2)
+    assert m["forward_no_grad"] == m["forward"] == 3 * 4 * 11 * 11 and m["backward"] == 0
+
+
+def test_dense_macs_of_a_training_pass_include_the_posterior_prefix_loop(tiny_fsvae):
+    model, images = tiny_fsvae
+    model.train()
+    m = count_dense_macs(model, lambda: model(images, rng=RNG(2), scheduled_p=0.0),
+                         batch_size=len(images))
+    C, k, T = TINY.latent_dim, TINY.k, TINY.timesteps
+    per_step = 2 * C * 2 * C + 2 * C * 4 * C + 4 * C * k * C      # 2C -> 2C -> 4C -> kC
+    # no-grad prefixes of lengths 1 .. T-1, then one full pass of T steps with gradient
+    assert m["by_module"]["posterior"] == (T * (T - 1) // 2 + T) * per_step
+    assert m["forward_no_grad"] == T * (T - 1) // 2 * per_step
+    assert m["by_module"]["prior"] == T * (C * 2 * C + 2 * C * 4 * C + 4 * C * k * C)
+    assert m["by_module"]["membrane_output_layer"] == T * 64
+    assert m["forward"] == pytest.approx(sum(m["by_module"].values()))
+    grad_part = m["forward"] - m["forward_no_grad"] - T * 64
+    assert m["backward"] == pytest.approx(2 * grad_part + T * 64)
 
 
 def test_energy_arithmetic_and_source():

@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..autograd import Tensor, no_grad
+from ..autograd import Tensor, is_grad_enabled, no_grad
 from ..nn import LIF, Conv2d, ConvTranspose2d, Linear, MembraneOutput
 
 # Energy per operation, 45 nm CMOS (Horowitz, "Computing's energy problem (and what we can do
@@ -140,22 +140,40 @@ def _array(x):
     return x.data if isinstance(x, Tensor) else np.asarray(x)
 
 
+class _Patches:
+    """Instance-level replacements of module methods (``forward``, ``step``), undone in order.
+    Module.__call__ looks ``forward`` up on the instance, so the layers' code stays untouched."""
+
+    def __init__(self):
+        self.done = []
+
+    def set(self, module, attr, wrapper):
+        self.done.append((module, attr, module.__dict__.get(attr)))
+        object.__setattr__(module, attr, wrapper)
+
+    def undo(self):
+        for module, attr, previous in reversed(self.done):
+            if previous is None:
+                del module.__dict__[attr]
+            else:
+                object.__setattr__(module, attr, previous)
+        self.done = []
+
+
+def _named(model):
+    return {name.rstrip("."): m for name, m in model.named_modules()}
+
+
 def _instrument(model, spiking_model):
-    """Wrap forward (and step) of every counted module on the instance; returns (tallies,
-    undo). The layers' own code is untouched; removing the instance attributes restores it."""
-    modules = dict((name.rstrip("."), m) for name, m in model.named_modules())
+    """Wrap forward (and step) of every counted module; returns (tallies, patches)."""
+    modules = _named(model)
     weighted = {n for n, m in modules.items() if isinstance(m, _WEIGHTED)}
-    tallies, patched = {}, []
+    tallies, patches = {}, _Patches()
 
     def owner(name):
         # an LIF inside a spiking block is reported with its block (e.g. encoder.0)
         parent = name.rpartition(".")[0]
         return parent if parent in weighted else name
-
-    def patch(module, attr, wrapper):
-        previous = module.__dict__.get(attr)
-        patched.append((module, attr, previous))
-        object.__setattr__(module, attr, wrapper)
 
     def weighted_op(tally, layer, x, how):
         x = _array(x)
@@ -175,7 +193,7 @@ def _instrument(model, spiking_model):
                 _t.calls["forward"] += 1
                 weighted_op(_t, _m, x, "forward")
                 return _f(x, *a, **kw)
-            patch(m, "forward", forward)
+            patches.set(m, "forward", forward)
             if hasattr(m, "step"):
                 def step(x_t, state=None, _m=m, _t=tally, _f=m.step):
                     _t.calls["step"] += 1
@@ -184,7 +202,7 @@ def _instrument(model, spiking_model):
                     if getattr(_m, "spike", None) is not None:   # the block's LIF, one step
                         _t.add("step", neuron_updates=np.size(out))
                     return out, new_state
-                patch(m, "step", step)
+                patches.set(m, "step", step)
         elif isinstance(m, (LIF, MembraneOutput)):
             key = owner(name)
             tally = tallies.setdefault(key, _Tally(type(m).__name__))
@@ -197,15 +215,8 @@ def _instrument(model, spiking_model):
                         _t.inputs.add("real")
                 _t.add("forward", **{_c: _array(x).size})
                 return _f(x, *a, **kw)
-            patch(m, "forward", forward)
-
-    def undo():
-        for module, attr, previous in reversed(patched):
-            if previous is None:
-                del module.__dict__[attr]
-            else:
-                object.__setattr__(module, attr, previous)
-    return tallies, undo
+            patches.set(m, "forward", forward)
+    return tallies, patches
 
 
 def _reconstruct(model, images, rng):
@@ -242,13 +253,13 @@ def count_operations(model, images, rng: np.random.Generator, forward=None) -> d
     forward = forward or _reconstruct
     spiking_model = any(isinstance(m, LIF) for _, m in model.named_modules())
     was_training = model.training
-    tallies, undo = _instrument(model, spiking_model)
+    tallies, patches = _instrument(model, spiking_model)
     model.eval()
     try:
         with no_grad():
             forward(model, images, rng)
     finally:
-        undo()
+        patches.undo()
         model.train(was_training)
 
     n = images.shape[0]
@@ -267,6 +278,65 @@ def count_operations(model, images, rng: np.random.Generator, forward=None) -> d
                      "included); MAC: dense multiply-adds of real-valued inputs and the membrane "
                      "readout; neuron updates: LIF neurons x T. Bias, normalisation and "
                      "activations not counted."}
+
+
+def count_dense_macs(model, run, batch_size: int) -> dict:
+    """Multiply-accumulates a dense implementation performs in ``run()``, per image.
+
+    Every call of every weighted layer (full passes and one-step calls alike, in whatever mode
+    the model is) is counted as if its input were real-valued: all input values times their
+    fan-out (products with zero padding excluded, as in ``count_operations``), plus the membrane
+    readout's T multiply-adds per output. This is the arithmetic of a dense kernel (im2col +
+    GEMM), whatever the firing rates: the yardstick for comparing a run with the machine's
+    matrix-product rate (FLOPs = 2 x MACs).
+
+    Backward: each call made with gradients on costs about twice its forward MACs again (the
+    input gradient and the weight gradient, the convention of bench/kernels.py; the membrane
+    readout once). Calls under ``no_grad`` (FSVAE's posterior prefix loop, scheduled sampling)
+    have no backward.
+
+    Returns per image: forward, forward_no_grad (part of forward), backward, total, and
+    by_module: top-level child -> forward MACs.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    sums = {"forward": 0, "forward_no_grad": 0, "backward": 0}
+    by_module = {}
+    patches = _Patches()
+
+    def record(name, macs, backward_factor):
+        sums["forward"] += macs
+        top = name.split(".")[0]
+        by_module[top] = by_module.get(top, 0) + macs
+        if is_grad_enabled():
+            sums["backward"] += backward_factor * macs
+        else:
+            sums["forward_no_grad"] += macs
+
+    for name, m in _named(model).items():
+        if isinstance(m, _WEIGHTED):
+            def forward(x, *a, _m=m, _n=name, _f=m.forward, **kw):
+                record(_n, _synaptic_ops(_m, _array(x), dense=True), 2)
+                return _f(x, *a, **kw)
+            patches.set(m, "forward", forward)
+            if hasattr(m, "step"):
+                def step(x_t, state=None, _m=m, _n=name, _f=m.step):
+                    record(_n, _synaptic_ops(_m, _array(x_t), dense=True), 2)
+                    return _f(x_t, state)
+                patches.set(m, "step", step)
+        elif isinstance(m, MembraneOutput):
+            def forward(x, *a, _n=name, _f=m.forward, **kw):
+                record(_n, _array(x).size, 1)
+                return _f(x, *a, **kw)
+            patches.set(m, "forward", forward)
+    try:
+        run()
+    finally:
+        patches.undo()
+    per = {k: v / batch_size for k, v in sums.items()}
+    per["total"] = per["forward"] + per["backward"]
+    per["by_module"] = {k: v / batch_size for k, v in by_module.items()}
+    return per
 
 
 def energy_estimate(counts: dict, ac_pj: float = ENERGY_PJ["ac"],
