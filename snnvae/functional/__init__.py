@@ -10,3 +10,4 @@ from .lif import (LIFParams, current_spike_mode, lif, lif_step, lif_unrolled, sm
 from .temporal import membrane_output, psp
 from .losses import bernoulli_kld_loss, mse_loss, psp_mmd_loss
 from .gaussian import gaussian_kl_loss, reparameterize
+from .mmd import linear_mmd, pairwise_sq_distances, rbf_bandwidth, rbf_kernels, rbf_mmd
