@@ -15,6 +15,7 @@
 Loss = MSE(reconstruction, image) + weight * distance(q_z, p_z), the distance being the
 PSP-based "MMD" (weight 1) or the Bernoulli KL (weight 1e-4).
 
+The encoder and decoder are shared with ESVAE (``skeleton.SpikingVAESkeleton``).
 Module names mirror the official code (encoder.0, before_latent_layer, posterior.layers.0,
 prior.layers.0, decoder_input, decoder.0, final_layer.0, final_layer.1), so a state dict maps one
 to one apart from the weight layouts (see ``official.convert_official_fsvae_state``).
@@ -28,9 +29,8 @@ import numpy as np
 from .. import functional as F
 from ..autograd import Tensor, as_tensor, no_grad
 from ..latent import BernoulliPosterior, BernoulliPrior, RandomPicks
-from ..nn import (ConvTranspose2d, MembraneOutput, Module, Reshape, Sequential, SpikingConv2d,
-                  SpikingConvTranspose2d, SpikingLinear)
 from .config import FSVAEConfig
+from .skeleton import SpikingVAESkeleton, spiking_options
 
 
 @dataclass
@@ -49,60 +49,17 @@ class FSVAELosses:
     distance: Tensor
 
 
-class FSVAE(Module):
+class FSVAE(SpikingVAESkeleton):
     def __init__(self, config: FSVAEConfig, *, rng: np.random.Generator, dtype=np.float32):
         super().__init__()
         self.config = config
-        lif = dict(window_center=config.window_center, detach_reset=config.detach_reset)
-        common = dict(rng=rng, dtype=dtype, lif_options=lif)
-        hidden = list(config.hidden_channels)
-        s = config.bottleneck_size
-        flat = hidden[-1] * s * s
-
-        channels = [config.in_channels] + hidden
-        self.encoder = Sequential(*[SpikingConv2d(a, b, 3, stride=2, padding=1, **common)
-                                    for a, b in zip(channels[:-1], channels[1:])])
-        self.flatten = Reshape(2, (flat,))
-        self.before_latent_layer = SpikingLinear(flat, config.latent_dim, **common)
+        common = spiking_options(config, rng, dtype)
+        self.build_encoder(config, rng, dtype)
         self.prior = BernoulliPrior(config.latent_dim, config.k,
                                     prefix_updates_bn=config.prefix_updates_bn, **common)
         self.posterior = BernoulliPosterior(config.latent_dim, config.k,
                                             prefix_updates_bn=config.prefix_updates_bn, **common)
-        self.decoder_input = SpikingLinear(config.latent_dim, flat, **common)
-        self.unflatten = Reshape(2, (hidden[-1], s, s))
-        rev = hidden[::-1]
-        self.decoder = Sequential(*[
-            SpikingConvTranspose2d(a, b, 3, stride=2, padding=1, output_padding=1, **common)
-            for a, b in zip(rev[:-1], rev[1:])])
-        self.final_layer = Sequential(
-            SpikingConvTranspose2d(hidden[0], hidden[0], 3, stride=2, padding=1, output_padding=1,
-                                   **common),
-            ConvTranspose2d(hidden[0], config.in_channels, 3, stride=1, padding=1, rng=rng,
-                            dtype=dtype))
-        self.membrane_output_layer = MembraneOutput(decay=0.8)
-
-    # --- pieces ------------------------------------------------------------------------------
-    def repeat_over_time(self, images):
-        """Direct input coding: (N, C, S, S) -> (T, N, C, S, S), the image at every step.
-        Image arrays are cast to the model's dtype."""
-        images = as_tensor(images, dtype=self.decoder_input.weight.dtype)
-        expected = (self.config.in_channels, self.config.input_size, self.config.input_size)
-        if images.ndim != 4 or images.shape[1:] != expected:
-            raise ValueError(f"FSVAE expects images of shape (N, {expected[0]}, {expected[1]}, "
-                             f"{expected[2]}), got {images.shape}")
-        T = self.config.timesteps
-        return Tensor(np.ascontiguousarray(np.broadcast_to(images.data, (T, *images.shape))))
-
-    def encode(self, images):
-        """images (N, C_in, S, S) -> spikes before the latent (T, N, latent_dim)."""
-        h = self.encoder(self.repeat_over_time(images))
-        return self.before_latent_layer(self.flatten(h))
-
-    def decode(self, z):
-        """z (T, N, latent_dim) spikes -> images (N, C_in, S, S) in [-1, 1]."""
-        h = self.unflatten(self.decoder_input(as_tensor(z)))
-        h = self.final_layer(self.decoder(h))
-        return F.tanh(self.membrane_output_layer(h))
+        self.build_decoder(config, rng, dtype)
 
     # --- the model ---------------------------------------------------------------------------
     def forward(self, images, *, picker=None, rng=None, scheduled_p=0.0):

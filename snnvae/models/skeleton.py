@@ -1,0 +1,93 @@
+"""The spiking encoder and decoder that FSVAE and ESVAE share (only their latents differ).
+
+    image (N, C_in, S, S) in [-1, 1]
+      -> repeated over T steps (direct input)                       (T, N, C_in, S, S)
+      -> encoder: spiking convs 3x3 / stride 2 (conv, tdBN, LIF)     (T, N, hidden[-1], s, s)
+      -> flatten, before_latent_layer: linear -> tdBN -> LIF       (T, N, latent_dim)
+         ... the model's latent ...                                  z (T, N, latent_dim)
+      -> decoder_input: linear -> tdBN -> LIF, reshape               (T, N, hidden[-1], s, s)
+      -> decoder: spiking transposed convs 3x3 / stride 2           (T, N, hidden[0], S/2, S/2)
+      -> final_layer: transposed conv to S x S (tdBN, LIF), then transposed conv to C_in
+         channels (stride 1, no tdBN, no LIF)                        (T, N, C_in, S, S)
+      -> membrane output sum_t 0.8^(T-1-t) x_t, tanh                 (N, C_in, S, S)
+
+s = S / 2^len(hidden) (2 for 32 x 32 inputs and four stages). Module names follow the official
+code (encoder.0, before_latent_layer, decoder_input, decoder.0, final_layer.0, final_layer.1,
+membrane_output_layer). A model calls ``build_encoder`` and ``build_decoder`` in its
+constructor and builds its latent in between: that order is the order in which weights are
+drawn from ``rng`` and in which parameters are listed (optimiser state follows it).
+
+The config needs: in_channels, input_size, hidden_channels, latent_dim, timesteps,
+bottleneck_size, window_center, detach_reset.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import functional as F
+from ..autograd import Tensor, as_tensor
+from ..nn import (ConvTranspose2d, MembraneOutput, Module, Reshape, Sequential, SpikingConv2d,
+                  SpikingConvTranspose2d, SpikingLinear)
+
+
+def spiking_options(config, rng, dtype):
+    """Keyword arguments every spiking block of a model takes."""
+    lif = dict(window_center=config.window_center, detach_reset=config.detach_reset)
+    return dict(rng=rng, dtype=dtype, lif_options=lif)
+
+
+class SpikingVAESkeleton(Module):
+    """Base class of the spiking VAEs: encoder, before-latent layer, decoder, read-out."""
+
+    def build_encoder(self, config, rng, dtype):
+        common = spiking_options(config, rng, dtype)
+        hidden = list(config.hidden_channels)
+        flat = hidden[-1] * config.bottleneck_size ** 2
+        channels = [config.in_channels] + hidden
+        self.encoder = Sequential(*[SpikingConv2d(a, b, 3, stride=2, padding=1, **common)
+                                    for a, b in zip(channels[:-1], channels[1:])])
+        self.flatten = Reshape(2, (flat,))
+        self.before_latent_layer = SpikingLinear(flat, config.latent_dim, **common)
+
+    def build_decoder(self, config, rng, dtype):
+        common = spiking_options(config, rng, dtype)
+        hidden = list(config.hidden_channels)
+        s = config.bottleneck_size
+        self.decoder_input = SpikingLinear(config.latent_dim, hidden[-1] * s * s, **common)
+        self.unflatten = Reshape(2, (hidden[-1], s, s))
+        rev = hidden[::-1]
+        self.decoder = Sequential(*[
+            SpikingConvTranspose2d(a, b, 3, stride=2, padding=1, output_padding=1, **common)
+            for a, b in zip(rev[:-1], rev[1:])])
+        self.final_layer = Sequential(
+            SpikingConvTranspose2d(hidden[0], hidden[0], 3, stride=2, padding=1, output_padding=1,
+                                   **common),
+            ConvTranspose2d(hidden[0], config.in_channels, 3, stride=1, padding=1, rng=rng,
+                            dtype=dtype))
+        self.membrane_output_layer = MembraneOutput(decay=0.8)
+
+    @property
+    def dtype(self):
+        return self.decoder_input.weight.dtype
+
+    def repeat_over_time(self, images):
+        """Direct input coding: (N, C, S, S) -> (T, N, C, S, S), the image at every step.
+        Image arrays are cast to the model's dtype."""
+        images = as_tensor(images, dtype=self.dtype)
+        expected = (self.config.in_channels, self.config.input_size, self.config.input_size)
+        if images.ndim != 4 or images.shape[1:] != expected:
+            raise ValueError(f"{type(self).__name__} expects images of shape (N, {expected[0]}, "
+                             f"{expected[1]}, {expected[2]}), got {images.shape}")
+        T = self.config.timesteps
+        return Tensor(np.ascontiguousarray(np.broadcast_to(images.data, (T, *images.shape))))
+
+    def encode(self, images):
+        """images (N, C_in, S, S) -> spikes before the latent (T, N, latent_dim)."""
+        h = self.encoder(self.repeat_over_time(images))
+        return self.before_latent_layer(self.flatten(h))
+
+    def decode(self, z):
+        """z (T, N, latent_dim) spikes -> images (N, C_in, S, S) in [-1, 1]."""
+        h = self.unflatten(self.decoder_input(as_tensor(z)))
+        h = self.final_layer(self.decoder(h))
+        return F.tanh(self.membrane_output_layer(h))
