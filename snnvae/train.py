@@ -12,7 +12,10 @@ A run lives in one directory:
 Models plug in through four methods: ``training_losses(images, rng, epoch, epochs)`` returning a
 dict of Tensors with "loss", ``evaluation_losses(images, rng)`` returning floats,
 ``reconstruct(images, rng)`` and ``sample(n, rng)`` returning image arrays in [-1, 1].
-The learning rate of every step comes from ``learning_rate`` (constant or cosine).
+The learning rate of every step comes from ``learning_rate`` (constant or cosine). A model may
+also offer ``parameter_groups()``, a list of {"params": [...], "lr_scale": float}: the optimiser
+then gets one group each, and a group's learning rate is the step's rate times its lr_scale
+(ESVAE trains its prior's sample layer at 10x). lr_scale is saved with the optimiser state.
 
 A resumed run must use the same settings and data as the original (the checkpoint records both);
 only the number of epochs and the time budget may change.
@@ -79,6 +82,22 @@ def learning_rate(settings: TrainSettings, step: int, steps_per_epoch: int) -> f
         return settings.lr
     total = settings.epochs * steps_per_epoch
     return settings.lr * 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
+
+
+def optimizer_groups(model, lr):
+    """The model's ``parameter_groups()`` (each group's initial lr = lr * lr_scale), or all its
+    parameters in one group."""
+    if not hasattr(model, "parameter_groups"):
+        return model.parameters()
+    groups = []
+    for group in model.parameter_groups():
+        scale = float(group.get("lr_scale", 1.0))
+        if not scale > 0:
+            raise ValueError(f"{type(model).__name__}.parameter_groups: lr_scale must be "
+                             f"positive, got {group.get('lr_scale')}")
+        groups.append({**group, "params": list(group["params"]), "lr_scale": scale,
+                       "lr": lr * scale})
+    return groups
 
 
 def training_rng(seed):
@@ -148,7 +167,7 @@ class Trainer:
         if settings.eval_images is not None:
             self.test_images = test_images[:settings.eval_images]
         self.run_dir = Path(run_dir)
-        self.optimizer = optimizer or AdamW(model.parameters(), lr=settings.lr,
+        self.optimizer = optimizer or AdamW(optimizer_groups(model, settings.lr), lr=settings.lr,
                                             weight_decay=settings.weight_decay)
         self.config_dict = json.loads(json.dumps(config_dict or {}))   # as a checkpoint stores it
         self.progress = progress
@@ -245,7 +264,7 @@ class Trainer:
                 start = time.perf_counter()
                 lr = learning_rate(s, self.global_step, len(batches))
                 for group in self.optimizer.param_groups:
-                    group["lr"] = lr
+                    group["lr"] = lr * group.get("lr_scale", 1.0)
                 losses = self.model.training_losses(self.train_images[batches[b]], self.rng,
                                                     self.epoch, s.epochs)
                 self.optimizer.zero_grad()
