@@ -13,9 +13,10 @@ import numpy as np
 from ..checkpoint import load_checkpoint
 from .config import FSVAEConfig
 from .fsvae import FSVAE
+from .ann_vae import ANNVAE, ANNVAEConfig
 
 # class name -> (model class, config class). Models register here when they are added.
-MODELS = {"FSVAE": (FSVAE, FSVAEConfig)}
+MODELS = {"FSVAE": (FSVAE, FSVAEConfig), "ANNVAE": (ANNVAE, ANNVAEConfig)}
 
 
 def config_from_dict(config_cls, values: dict):
