@@ -359,19 +359,25 @@ def pct(x):
     return f"{100 * x:.1f}"
 
 
+def load(values):
+    return " / ".join(f"{v:.2f}" for v in values)
+
+
 def markdown(result):
     meta, ref = result["meta"], result["meta"]["reference_matmul"]
     m = meta["machine"]
     lines = [f"# Training-step benchmark ({meta['date']})", "",
              f"CPU: {m['cpu_model']}, {m['usable_cores']} usable cores, numba threads "
              f"{m['numba_threads']}, NumPy {m['numpy']} ({m['blas']}), Numba {m['numba']}; "
-             f"load average {m['loadavg_start']} at the start, {meta['loadavg_end']} at the end; "
+             f"load average {load(m['loadavg_start'])} at the start, {load(meta['loadavg_end'])} "
+             f"at the end; "
              f"commit {m['git_commit'][:10]}{' (modified)' if m['git_dirty'] else ''}.",
              f"Reference: {ref['n']}x{ref['n']} float32 matmul {ref['median_s'] * 1e3:.1f} ms = "
              f"{ref['gflops']:.1f} GFLOP/s (at the end: "
              f"{meta['reference_matmul_end']['gflops']:.1f}). Backend {meta['backend']}"
              f"{', TINY models (not the paper configuration)' if meta['tiny'] else ''}; data: "
              f"{meta.get('data', '?')}.", "",
+             *([f"**Warning: {meta['warning']}.**", ""] if meta.get("warning") else []),
              "## Training step", "",
              "| model | batch | step ms (median) | images/s | GMAC/image (dense) | GFLOP/s | "
              "% of matmul | peak RSS MB |", "|---|---|---|---|---|---|---|---|"]
@@ -466,6 +472,12 @@ def main(argv=None):
                 skipped_models=skipped, machine=machine(),
                 reference_matmul=reference_matmul(args.ref_size))
     print(f"reference matmul: {meta['reference_matmul']['gflops']:.1f} GFLOP/s")
+    cores = meta["machine"]["usable_cores"] or os.cpu_count() or 1
+    if meta["machine"]["loadavg_start"][0] > 0.5 * cores:
+        meta["warning"] = (f"load average {meta['machine']['loadavg_start'][0]:.2f} on {cores} "
+                           f"cores at the start: other processes are running, times and rates "
+                           f"are not representative of an idle machine")
+        print("warning: " + meta["warning"])
     ref = meta["reference_matmul"]["gflops"]
     common = dict(seed=args.seed, tiny=args.tiny, warmup=args.warmup,
                   data_dir=None if args.data_dir is None else str(args.data_dir))
