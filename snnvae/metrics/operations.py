@@ -1,4 +1,4 @@
-"""Operation counts of one eval-mode pass, and the energy estimate the spiking-VAE papers quote.
+"""Operation counts of one eval-mode pass, and the usual energy estimate of SNN papers.
 
 Three kinds of work are counted, per image (the batch total divided by the batch size):
 
@@ -32,13 +32,14 @@ folds into the preceding weights), LeakyReLU / tanh, the one-of-k picks and any 
 outside the layer classes of ``snnvae.nn`` (Linear, Conv2d, ConvTranspose2d and their spiking
 blocks, LIF, MembraneOutput).
 
-How this differs from the official count. The official code counts, per layer, the spikes
-entering it times a fixed fan-out, i.e. it counts inputs with the fan-out of an interior pixel
-(shared/REFERENCE.md: "an accumulate per (input spike x fan-out)"). That is exact for a linear
-layer, but for a convolution it ignores that border pixels touch fewer weights and that with
-stride s an input is reached by only about k/s kernel positions per axis, so it overcounts
-(about 4x for a 3x3 stride-2 conv). Counting the additions that are really triggered, as here,
-equals counting, for every output, the spikes in its receptive field (the outputs' view).
+How this differs from the official count. shared/REFERENCE.md describes the official count as
+"an accumulate per (input spike x fan-out)", i.e. counted on the input side. With one fan-out per
+layer (that of an interior pixel, C_out k^2 for a conv) such a count is exact for a linear layer
+and for interior pixels of a stride-1 conv, but it overcounts border pixels, which touch fewer
+weights, and strided convs, where an input is reached by only about k/s kernel positions per
+axis (about 4x too many for a 3x3 stride-2 conv). Here every input spike gets its own fan-out,
+so the total equals the count from the outputs' side: for every output, the spikes in its
+receptive field times C_out, padding excluded.
 
 Calls counted. Only full-sequence ``forward`` calls of a layer are counted, plus its one-step
 ``step`` calls (the O(T) eval-mode stepping of the latent networks) when the layer ran no full
@@ -55,7 +56,7 @@ from ..nn import LIF, Conv2d, ConvTranspose2d, Linear, MembraneOutput
 
 # Energy per operation, 45 nm CMOS (Horowitz, "Computing's energy problem (and what we can do
 # about it)", ISSCC 2014): 32-bit float add 0.9 pJ, 32-bit float multiply 3.7 pJ; a MAC is one
-# of each (4.6 pJ). The figures the SNN literature (FSVAE, ESVAE and most others) uses.
+# of each (4.6 pJ). The figures most SNN papers use for such estimates.
 ENERGY_PJ = {"ac": 0.9, "mac": 4.6}
 ENERGY_SOURCE = ("Horowitz, 'Computing's energy problem (and what we can do about it)', ISSCC "
                  "2014: 45 nm CMOS, 32-bit float add 0.9 pJ (one AC), add + multiply 0.9 + 3.7 "
@@ -344,8 +345,8 @@ def energy_estimate(counts: dict, ac_pj: float = ENERGY_PJ["ac"],
     """Energy of the counted operations: E = AC * ac_pj + MAC * mac_pj (+ updates * neuron_update_pj).
 
     Defaults: 0.9 pJ per AC (32-bit float add) and 4.6 pJ per MAC (32-bit float multiply 3.7 pJ
-    + add 0.9 pJ), 45 nm CMOS, Horowitz, ISSCC 2014: the figures the SNN papers quote. Neuron
-    updates cost 0 by default, as in those papers (they count synaptic operations only); pass
+    + add 0.9 pJ), 45 nm CMOS, Horowitz, ISSCC 2014: the figures most SNN papers quote. Neuron
+    updates cost 0 by default, as in most such estimates (synaptic operations only); pass
     ``neuron_update_pj`` to include them. Memory traffic, which dominates on real hardware, is not
     modelled: the estimate compares arithmetic only.
 
