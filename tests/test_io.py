@@ -203,6 +203,9 @@ def test_out_of_bounds_strides_and_size_mismatches_are_refused(tmp_path):
     short = OrderedDict(t=Tensor("FloatStorage", "0", 8, 0, (8,), (1,)))     # declares 8
     with pytest.raises(PthError, match="holds 24 bytes"):
         read_pth(write_zip(tmp_path / "c.pth", short, {"0": flat}))
+    huge = OrderedDict(t=Tensor("FloatStorage", "0", 6, 0, (10**6, 10**6), (0, 0)))
+    with pytest.raises(PthError, match="refusing to materialise"):
+        read_pth(write_zip(tmp_path / "h.pth", huge, {"0": flat}))
     missing = OrderedDict(t=Tensor("FloatStorage", "9", 6, 0, (6,), (1,)))
     with pytest.raises(PthError, match="not in the archive"):
         read_pth(write_zip(tmp_path / "d.pth", missing, {"0": flat}))
@@ -259,6 +262,33 @@ def test_malicious_globals_are_refused_and_never_run(tmp_path, module, name, arg
     with pytest.raises(UnsafePickleError, match=f"'{module}.{name}'"):
         read_pth(path)
     assert not (tmp_path / "pwned").exists()
+
+
+class _Exploit:
+    """The classic payload, made by Python's own pickler (GLOBAL at protocol 2, STACK_GLOBAL at
+    protocol 4): unpickling would run os.system."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.mark.parametrize("protocol", [2, 4])
+def test_payloads_from_the_standard_pickler_are_refused(tmp_path, protocol):
+    import pickle
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pth"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("archive/data.pkl", pickle.dumps({"w": _Exploit(marker)}, protocol=protocol))
+    with pytest.raises(UnsafePickleError, match="system'"):
+        read_pth(path)
+    path.write_bytes(pickle.dumps(_Exploit(marker), protocol=protocol))     # legacy-style stream
+    with pytest.raises(UnsafePickleError, match="system'"):
+        read_pth(path)
+    assert not marker.exists()
 
 
 def test_malicious_persistent_ids_and_storage_calls_are_refused(tmp_path):

@@ -105,6 +105,10 @@ def rebuild_tensor(storage, storage_offset, size, stride, requires_grad=False,
     if last >= flat.size:
         raise PthError(f"tensor of size {size}, stride {stride}, offset {storage_offset} reaches "
                        f"element {last} of a storage holding {flat.size}: the file is corrupt")
+    count = int(np.prod(size, dtype=object))
+    if count > 16 * flat.size + 2 ** 20:      # stride-0 expansions that would exhaust memory
+        raise PthError(f"tensor of size {size} repeats its {flat.size}-element storage "
+                       f"{count / flat.size:.3g} times; refusing to materialise it")
     base = flat[storage_offset:]
     view = np.lib.stride_tricks.as_strided(
         base, shape=size, strides=[s * flat.itemsize for s in stride], writeable=False)
@@ -344,7 +348,7 @@ def read_state_dict(path):
     obj = read_pth(path)
     if isinstance(obj, dict):
         for key in ("state_dict", "model", "model_state_dict"):
-            if isinstance(obj.get(key), dict) and not isinstance(obj.get(key), np.ndarray):
+            if isinstance(obj.get(key), dict):
                 obj = obj[key]
                 break
     if not isinstance(obj, dict):
