@@ -7,7 +7,6 @@ persistent ids that torch.save emits, inside the zip layout (<archive>/data.pkl,
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import struct
 import zipfile

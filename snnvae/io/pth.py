@@ -31,7 +31,6 @@ storages are refused the same way.
 from __future__ import annotations
 
 import collections
-import io
 import pickle
 import zipfile
 from pathlib import Path

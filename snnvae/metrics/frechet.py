@@ -44,8 +44,6 @@ def _sqrtm(a):
             root = scipy.linalg.sqrtm(a)
     except (np.linalg.LinAlgError, ValueError):
         return None
-    if isinstance(root, tuple):               # older scipy with disp=False semantics
-        root = root[0]
     return root if np.all(np.isfinite(root)) else None
 
 
