@@ -12,11 +12,14 @@ import numpy as np
 
 from ..checkpoint import load_checkpoint
 from .config import FSVAEConfig
+from .esvae import ESVAE
+from .esvae_config import ESVAEConfig
 from .fsvae import FSVAE
 from .ann_vae import ANNVAE, ANNVAEConfig
 
 # class name -> (model class, config class). Models register here when they are added.
-MODELS = {"FSVAE": (FSVAE, FSVAEConfig), "ANNVAE": (ANNVAE, ANNVAEConfig)}
+MODELS = {"FSVAE": (FSVAE, FSVAEConfig), "ESVAE": (ESVAE, ESVAEConfig),
+          "ANNVAE": (ANNVAE, ANNVAEConfig)}
 
 
 def config_from_dict(config_cls, values: dict):
