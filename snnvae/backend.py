@@ -21,6 +21,7 @@ KERNEL_NAMES = (
     "lif_forward", "lif_backward", "lif_step",
     "psp_forward", "psp_backward",
     "membrane_forward", "membrane_backward",
+    "adam_update",
 )
 _MODULES = {"numpy": "snnvae.kernels.numpy_ref", "cpu": "snnvae.kernels.cpu"}
 _active = "cpu"

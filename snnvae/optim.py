@@ -12,10 +12,10 @@ AdamW (decoupled weight decay, Loshchilov & Hutter):
 """
 from __future__ import annotations
 
-import math
 
 import numpy as np
 
+from . import backend
 from .autograd import no_grad
 
 
@@ -116,21 +116,18 @@ class Adam(Optimizer):
 
     def _update(self, p, g, state, group):
         lr, (b1, b2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
-        if wd and self.decoupled:
-            p.data = p.data * (1 - lr * wd)
-        elif wd:
-            g = g + wd * p.data
+        if not (p.data.flags.c_contiguous and p.data.flags.writeable):
+            p.data = np.array(p.data, order="C")            # the update works in place
         if not state:
             state["step"] = 0.0
             state["exp_avg"] = np.zeros_like(p.data)
             state["exp_avg_sq"] = np.zeros_like(p.data)
+        for key in ("exp_avg", "exp_avg_sq"):
+            if state[key].dtype != p.dtype or not state[key].flags.c_contiguous:
+                state[key] = np.ascontiguousarray(state[key], dtype=p.dtype)
         state["step"] += 1
-        t = state["step"]
-        state["exp_avg"] = b1 * state["exp_avg"] + (1 - b1) * g
-        state["exp_avg_sq"] = b2 * state["exp_avg_sq"] + (1 - b2) * g * g
-        step_size = lr / (1 - b1 ** t)
-        denom = np.sqrt(state["exp_avg_sq"]) / math.sqrt(1 - b2 ** t) + eps
-        p.data = (p.data - step_size * state["exp_avg"] / denom).astype(p.dtype, copy=False)
+        backend.kernels().adam_update(p.data, g, state["exp_avg"], state["exp_avg_sq"], lr, b1,
+                                      b2, eps, wd, self.decoupled, state["step"])
 
 
 class AdamW(Adam):

@@ -141,3 +141,39 @@ def test_psp_and_membrane_kernels(dtype):
     close(cpu.membrane_forward(x, 0.8), numpy_ref.membrane_forward(x, 0.8), dtype)
     g = x[0]
     close(cpu.membrane_backward(g, 11, 0.8), numpy_ref.membrane_backward(g, 11, 0.8), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("decoupled", [True, False])
+def test_adam_update_kernels(dtype, decoupled):
+    rng = np.random.default_rng(7)
+    shape = (5, 33)
+    start = [rng.standard_normal(shape).astype(dtype) for _ in range(3)]
+    start[2] = np.abs(start[2])                      # exp_avg_sq >= 0
+    g = rng.standard_normal(shape).astype(dtype)
+    results = []
+    for kernels in (numpy_ref, cpu):
+        p, m, v = (a.copy() for a in start)
+        for step in (1, 2, 3):
+            kernels.adam_update(p, g, m, v, 3e-3, 0.9, 0.999, 1e-8, 0.01, decoupled, step)
+        results.append((p, m, v))
+    for a, b in zip(*results):
+        close(a, b, dtype)
+    assert not np.allclose(results[0][0], start[0])   # the update did move the parameters
+
+
+@pytest.mark.parametrize("size, k, stride, pad", [(7, 3, 2, 1), (8, 3, 1, 1), (5, 3, 2, 0),
+                                                  (4, 3, 1, 2)])
+def test_im2col_writes_every_element(size, k, stride, pad):
+    """The Numba im2col fills its output itself (no zero fill first): NaN-filled and zero-filled
+    outputs must come out identical, and equal to the NumPy patches."""
+    x = np.random.default_rng(3).standard_normal((2, 3, size, size)).astype(np.float32)
+    out = (size + 2 * pad - k) // stride + 1
+    filled = [np.full((3 * k * k, 2 * out * out), fill, np.float32) for fill in (0.0, np.nan)]
+    for cols in filled:
+        cpu._im2col(x, cols, k, k, stride, pad, out, out)
+    np.testing.assert_array_equal(filled[0], filled[1])
+    w = np.random.default_rng(4).standard_normal((2, 3, k, k)).astype(np.float32)
+    y = (w.reshape(2, -1) @ filled[1]).reshape(2, 2, out, out).transpose(1, 0, 2, 3)
+    np.testing.assert_allclose(y, numpy_ref.conv2d_forward(x, w, None, stride, pad), rtol=1e-5,
+                               atol=1e-5)

@@ -58,10 +58,12 @@ def _valid_range(size_out, size_in, stride, pad, offset):
 
 @njit(parallel=True, **_JIT)
 def _im2col(x, cols, kh, kw, stride, pad, Ho, Wo):
-    """cols must be zero-filled: only positions inside the image are written. The valid range
-    of each kernel offset is computed once, so the inner loop has no branches."""
+    """Writes every element of cols (no zero fill needed beforehand): patches inside the
+    image are copied, positions where the window leaves the image get 0. The valid range of
+    each kernel offset is computed once, so the copy loop has no branches."""
     B, C, H, W = x.shape
     L = Ho * Wo
+    zero = cols.dtype.type(0)
     for row in prange(C * kh * kw):
         c = row // (kh * kw)
         p = (row // kw) % kh
@@ -70,17 +72,25 @@ def _im2col(x, cols, kh, kw, stride, pad, Ho, Wo):
         j_lo, j_hi = _valid_range(Wo, W, stride, pad, q)
         for b in range(B):
             base = b * L
-            for i in range(i_lo, i_hi):
-                hi = i * stride - pad + p
+            for i in range(Ho):
                 out = base + i * Wo
+                if i < i_lo or i >= i_hi:
+                    for j in range(Wo):
+                        cols[row, out + j] = zero
+                    continue
+                hi = i * stride - pad + p
+                for j in range(j_lo):
+                    cols[row, out + j] = zero
                 for j in range(j_lo, j_hi):
                     cols[row, out + j] = x[b, c, hi, j * stride - pad + q]
+                for j in range(j_hi, Wo):
+                    cols[row, out + j] = zero
 
 
 def im2col(x, kh, kw, stride, pad, Ho, Wo):
     """x (B, C, H, W) -> cols (C*kh*kw, B*Ho*Wo); zero where the window leaves the image."""
     B, C = x.shape[:2]
-    cols = np.zeros((C * kh * kw, B * Ho * Wo), dtype=x.dtype)
+    cols = np.empty((C * kh * kw, B * Ho * Wo), dtype=x.dtype)
     _im2col(np.ascontiguousarray(x), cols, kh, kw, stride, pad, Ho, Wo)
     return cols
 
@@ -441,3 +451,33 @@ def membrane_forward(x, decay):
 def membrane_backward(gy, T, decay):
     coef = membrane_coefficients(T, decay, gy.dtype)
     return np.outer(coef, gy)
+
+
+# --------------------------------------------------------------------------------------------
+# Adam / AdamW update: one pass over each parameter instead of a dozen NumPy temporaries.
+# --------------------------------------------------------------------------------------------
+
+
+@njit(parallel=True, **_JIT)
+def _adam_update(p, g, m, v, decay, l2, beta1, beta2, step_size, bias2_sqrt, eps):
+    one = p.dtype.type(1.0)
+    for i in prange(p.size):
+        gi = g[i] + l2 * p[i]
+        pi = p[i] * decay
+        mi = beta1 * m[i] + (one - beta1) * gi
+        vi = beta2 * v[i] + (one - beta2) * gi * gi
+        m[i] = mi
+        v[i] = vi
+        p[i] = pi - step_size * mi / (np.sqrt(vi) / bias2_sqrt + eps)
+
+
+def adam_update(p, g, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, decoupled, step):
+    for a in (p, exp_avg, exp_avg_sq):
+        if not a.flags.c_contiguous:
+            raise ValueError("adam_update updates in place and needs C-contiguous arrays")
+    dt = p.dtype.type
+    decay = dt(1 - lr * weight_decay) if decoupled else dt(1)
+    l2 = dt(0) if decoupled else dt(weight_decay)
+    _adam_update(p.reshape(-1), np.ascontiguousarray(g, dtype=p.dtype).reshape(-1),
+                 exp_avg.reshape(-1), exp_avg_sq.reshape(-1), decay, l2, dt(beta1), dt(beta2),
+                 dt(lr / (1 - beta1 ** step)), dt(np.sqrt(1 - beta2 ** step)), dt(eps))

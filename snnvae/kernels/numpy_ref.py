@@ -282,3 +282,25 @@ def membrane_forward(x, decay):
 def membrane_backward(gy, T, decay):
     coef = membrane_coefficients(T, decay, gy.dtype)
     return coef[:, None] * gy[None, :]
+
+
+# --------------------------------------------------------------------------------------------
+# Adam / AdamW parameter update (PyTorch's equations), in place on p, exp_avg, exp_avg_sq:
+#   decoupled (AdamW):  p <- p (1 - lr wd)           L2 (Adam):  g <- g + wd p
+#   m <- b1 m + (1 - b1) g;   v <- b2 v + (1 - b2) g^2
+#   p <- p - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+# --------------------------------------------------------------------------------------------
+
+
+def adam_update(p, g, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, decoupled, step):
+    """One Adam(W) step at 1-based ``step``; every array has p's shape and dtype."""
+    if weight_decay and decoupled:
+        p *= 1 - lr * weight_decay
+    elif weight_decay:
+        g = g + weight_decay * p
+    exp_avg *= beta1
+    exp_avg += (1 - beta1) * g
+    exp_avg_sq *= beta2
+    exp_avg_sq += (1 - beta2) * g * g
+    denom = np.sqrt(exp_avg_sq) / np.sqrt(1 - beta2 ** step) + eps
+    p -= lr / (1 - beta1 ** step) * exp_avg / denom
