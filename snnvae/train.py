@@ -297,8 +297,8 @@ class Trainer:
         self.order, self.step_in_epoch, self.epoch_sums = None, 0, {}
         self.save()
         rates = [v for k, v in row.items() if k.startswith("rate/")]
-        tqdm.write(f"epoch {row['epoch']}: test reconstruction MSE {row['test_recon']:.4f}, "
-                   f"mean firing rate {np.mean(rates) if rates else float('nan'):.3f}")
+        tqdm.write(f"epoch {row['epoch']}: test reconstruction MSE {row['test_recon']:.4f}"
+                   + (f", mean firing rate {np.mean(rates):.3f}" if rates else ""))
 
     def evaluate(self, rng):
         """Test-split losses (weighted by batch size) and mean firing rate of each spiking block."""
