@@ -9,12 +9,11 @@ layers, so official and exact float64 gradients differ by up to ~2.5e-7 (relativ
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from snnvae.latent import ReplayPicks
 from snnvae.models import FSVAE, FSVAEConfig
 from snnvae.models.official import convert_official_fsvae_state
-from conftest import time_first, time_last
+from conftest import time_last
 
 CONFIG = FSVAEConfig(latent_dim=16, k=4, timesteps=6)
 

@@ -30,7 +30,6 @@ maps one to one. CelebA (64 x 64, 3 channels) uses a fifth stage of 512 channels
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -40,6 +39,7 @@ from .. import functional as F
 from ..autograd import Tensor, as_tensor, no_grad
 from ..nn import (BatchNorm2d, ConvTranspose2d, LeakyReLU, Linear, Module, Reshape, Sequential,
                   Tanh, conv_bn_lrelu, conv_transpose_bn_lrelu)
+from .config import ModelConfig
 
 
 def kl_weight_for(n_train: int, batch_size: int) -> float:
@@ -52,7 +52,7 @@ def kl_weight_for(n_train: int, batch_size: int) -> float:
 
 
 @dataclass(frozen=True)
-class ANNVAEConfig:
+class ANNVAEConfig(ModelConfig):
     in_channels: int = 1
     input_size: int = 32
     hidden_channels: tuple = (32, 64, 128, 256)
@@ -64,31 +64,12 @@ class ANNVAEConfig:
     reconstruct_with_mean: bool = False   # False: eval reconstructions sample z (official)
 
     def __post_init__(self):
-        size = self.input_size
-        for _ in self.hidden_channels:
-            if size % 2:
-                raise ValueError(f"input_size {self.input_size} must be divisible by 2 for each "
-                                 f"of the {len(self.hidden_channels)} encoder stages")
-            size //= 2
         if not self.hidden_channels or min(self.hidden_channels) < 1:
             raise ValueError(f"hidden_channels must be a non-empty list of positive widths, got "
                              f"{self.hidden_channels}")
-        for name in ("latent_dim", "in_channels"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        self.check_sizes("latent_dim", "in_channels")
         if self.kl_weight is not None and not self.kl_weight >= 0:
             raise ValueError(f"kl_weight must be >= 0 (or None), got {self.kl_weight}")
-
-    @property
-    def bottleneck_size(self):
-        """Spatial size after the encoder (2 for 32 x 32 inputs and four stages)."""
-        return self.input_size // 2 ** len(self.hidden_channels)
-
-    def replace(self, **changes):
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self):
-        return dataclasses.asdict(self)
 
 
 # The papers' settings: batch 250, so kl_weight = 1 / ceil(n_train / 250) with the official

@@ -10,8 +10,36 @@ import dataclasses
 from dataclasses import dataclass
 
 
+class ModelConfig:
+    """What every model config shares (mixed into frozen dataclasses): the encoder-size check,
+    the bottleneck size, replace() and to_dict()."""
+
+    def check_sizes(self, *positive):
+        """input_size must halve cleanly at every encoder stage; the named fields be >= 1."""
+        size = self.input_size
+        for _ in self.hidden_channels:
+            if size % 2:
+                raise ValueError(f"input_size {self.input_size} must be divisible by 2 for each "
+                                 f"of the {len(self.hidden_channels)} encoder stages")
+            size //= 2
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+
+    @property
+    def bottleneck_size(self):
+        """Spatial size after the encoder (2 for 32 x 32 inputs and four stages)."""
+        return self.input_size // 2 ** len(self.hidden_channels)
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
 @dataclass(frozen=True)
-class FSVAEConfig:
+class FSVAEConfig(ModelConfig):
     in_channels: int = 1
     input_size: int = 32
     hidden_channels: tuple = (32, 64, 128, 256)
@@ -31,32 +59,13 @@ class FSVAEConfig:
     def __post_init__(self):
         if self.distance not in ("mmd", "kld"):
             raise ValueError(f"distance must be 'mmd' or 'kld', got {self.distance!r}")
-        size = self.input_size
-        for _ in self.hidden_channels:
-            if size % 2:
-                raise ValueError(f"input_size {self.input_size} must be divisible by 2 for each "
-                                 f"of the {len(self.hidden_channels)} encoder stages")
-            size //= 2
-        for name in ("latent_dim", "k", "timesteps", "in_channels"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-
-    @property
-    def bottleneck_size(self):
-        """Spatial size after the encoder (2 for 32 x 32 inputs and four stages)."""
-        return self.input_size // 2 ** len(self.hidden_channels)
+        self.check_sizes("latent_dim", "k", "timesteps", "in_channels")
 
     @property
     def weight_of_distance(self):
         if self.distance_weight is not None:
             return self.distance_weight
         return 1.0 if self.distance == "mmd" else 1e-4
-
-    def replace(self, **changes):
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self):
-        return dataclasses.asdict(self)
 
 
 PRESETS = {

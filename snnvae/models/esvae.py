@@ -111,7 +111,7 @@ class ESVAE(SpikingVAESkeleton):
             r_p = self.prior(n, rng, noise)
             return self.decode(self.latent_spikes(r_p, rng)).data
 
-    # --- the training-loop protocol (see snnvae.train) ---------------------------------------
+    # --- the training-loop protocol (see snnvae.train; evaluation in the skeleton) -----------
     def parameter_groups(self):
         """Two optimiser groups: everything else, and the prior's sample layer at
         ``sample_layer_lr_scale`` (10) times the learning rate."""
@@ -124,11 +124,3 @@ class ESVAE(SpikingVAESkeleton):
         losses = self.loss(images, self(images, rng=rng))
         return {"loss": losses.loss, "recon": losses.reconstruction, "distance": losses.distance}
 
-    def evaluation_losses(self, images, rng):
-        losses = self.loss(images, self(images, rng=rng))
-        return {"loss": losses.loss.item(), "recon": losses.reconstruction.item(),
-                "distance": losses.distance.item()}
-
-    def reconstruct(self, images, rng):
-        with no_grad():
-            return self(images, rng=rng).reconstruction.data

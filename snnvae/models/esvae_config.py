@@ -13,12 +13,13 @@ caller that chooses the training settings (examples/mnist_fsvae.py) applies it.
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
+
+from .config import ModelConfig
 
 
 @dataclass(frozen=True)
-class ESVAEConfig:
+class ESVAEConfig(ModelConfig):
     in_channels: int = 1
     input_size: int = 32
     hidden_channels: tuple = (32, 64, 128, 256)
@@ -35,31 +36,12 @@ class ESVAEConfig:
     def __post_init__(self):
         if self.distance not in ("rbf", "linear"):
             raise ValueError(f"distance must be 'rbf' or 'linear', got {self.distance!r}")
-        size = self.input_size
-        for _ in self.hidden_channels:
-            if size % 2:
-                raise ValueError(f"input_size {self.input_size} must be divisible by 2 for each "
-                                 f"of the {len(self.hidden_channels)} encoder stages")
-            size //= 2
-        for name in ("latent_dim", "timesteps", "in_channels"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        self.check_sizes("latent_dim", "timesteps", "in_channels")
         for name in ("sample_layer_lr_scale", "sampler_window"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.distance_weight < 0:
             raise ValueError(f"distance_weight must be >= 0, got {self.distance_weight}")
-
-    @property
-    def bottleneck_size(self):
-        """Spatial size after the encoder (2 for 32 x 32 inputs and four stages)."""
-        return self.input_size // 2 ** len(self.hidden_channels)
-
-    def replace(self, **changes):
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self):
-        return dataclasses.asdict(self)
 
 
 PRESETS = {

@@ -99,20 +99,11 @@ class FSVAE(SpikingVAESkeleton):
         with no_grad():
             return self.decode(Tensor(z)).data
 
-    # --- the training-loop protocol (see snnvae.train) ---------------------------------------
+    # --- the training-loop protocol (see snnvae.train; evaluation in the skeleton) -----------
     def training_losses(self, images, rng, epoch, epochs):
         p = self.scheduled_probability(epoch, epochs) if self.config.scheduled_sampling else 0.0
         losses = self.loss(images, self(images, rng=rng, scheduled_p=p))
         return {"loss": losses.loss, "recon": losses.reconstruction, "distance": losses.distance}
-
-    def evaluation_losses(self, images, rng):
-        losses = self.loss(images, self(images, rng=rng))
-        return {"loss": losses.loss.item(), "recon": losses.reconstruction.item(),
-                "distance": losses.distance.item()}
-
-    def reconstruct(self, images, rng):
-        with no_grad():
-            return self(images, rng=rng).reconstruction.data
 
     @staticmethod
     def scheduled_probability(epoch, epochs):

@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import functional as F
-from ..autograd import Tensor, as_tensor
+from ..autograd import Tensor, as_tensor, no_grad
 from ..nn import (ConvTranspose2d, MembraneOutput, Module, Reshape, Sequential, SpikingConv2d,
                   SpikingConvTranspose2d, SpikingLinear)
 
@@ -91,3 +91,15 @@ class SpikingVAESkeleton(Module):
         h = self.unflatten(self.decoder_input(as_tensor(z)))
         h = self.final_layer(self.decoder(h))
         return F.tanh(self.membrane_output_layer(h))
+
+    # --- the training-loop protocol shared by FSVAE and ESVAE (see snnvae.train) ------------
+    # A subclass's forward(images, rng=...) returns an output with .reconstruction, and its
+    # loss(images, output) the losses .loss, .reconstruction and .distance.
+    def evaluation_losses(self, images, rng):
+        losses = self.loss(images, self(images, rng=rng))
+        return {"loss": losses.loss.item(), "recon": losses.reconstruction.item(),
+                "distance": losses.distance.item()}
+
+    def reconstruct(self, images, rng):
+        with no_grad():
+            return self(images, rng=rng).reconstruction.data
