@@ -353,13 +353,7 @@ def test_official_fsvae_pth_loads_into_our_model(tmp_path, golden):
     state = {n: w["q." + n].astype(np.float64) * 2.0 ** int(w["e." + n]) for n in w["param_names"]}
     state.update({n: w["buf." + n] for n in w["buffer_names"]})
     assert any(v.ndim == 5 for v in state.values())
-    obj, storages = OrderedDict(), {}
-    for i, (name, value) in enumerate(state.items()):
-        kind = "LongStorage" if value.dtype == np.int64 else "DoubleStorage"
-        strides = tuple(s // value.itemsize for s in value.strides)
-        obj["module." + name] = Tensor(kind, str(i), value.size, 0, value.shape, strides)
-        storages[str(i)] = np.ascontiguousarray(value).ravel()
-    path = write_zip(tmp_path / "fsvae.pth", obj, storages)
+    path = write_state_dict(tmp_path / "fsvae.pth", state)
     config = FSVAEConfig(latent_dim=16, k=4, timesteps=6)
     model = load_official_fsvae(path, config, dtype=np.float64)
     expected = convert_official_fsvae_state(state, 6)
@@ -369,3 +363,44 @@ def test_official_fsvae_pth_loads_into_our_model(tmp_path, golden):
         np.testing.assert_array_equal(ours[name], value, err_msg=name)
     with pytest.raises(ValueError, match="time steps"):
         load_official_fsvae(path, config.replace(timesteps=8))
+
+
+def write_state_dict(path, state):
+    """A torch zip file holding ``state`` (name -> float64/int64 array) with a DataParallel
+    prefix, as torch.save would write it."""
+    obj, storages = OrderedDict(), {}
+    for i, (name, value) in enumerate(state.items()):
+        value = np.asarray(value)
+        kind = "LongStorage" if value.dtype == np.int64 else "DoubleStorage"
+        strides = tuple(s // value.itemsize for s in value.strides)
+        obj["module." + name] = Tensor(kind, str(i), value.size, 0, value.shape, strides)
+        storages[str(i)] = np.ascontiguousarray(value).ravel()
+    return write_zip(path, obj, storages)
+
+
+@pytest.mark.parametrize("kind", ["esvae", "ann"])
+def test_official_esvae_and_ann_pth_load_into_our_models(tmp_path, kind):
+    """A state dict under our (the official) names, ESVAE's spiking kernels given the Conv3d
+    time axis, loads back exactly; a foreign name is refused naming it."""
+    from snnvae.io.official import load_official_ann_vae, load_official_esvae
+    from snnvae.models import ANNVAEConfig, ESVAEConfig, build_model
+    if kind == "esvae":
+        config, name, load = ESVAEConfig(latent_dim=8, timesteps=3), "ESVAE", load_official_esvae
+    else:
+        config, name, load = ANNVAEConfig(latent_dim=8, kl_weight=0.1), "ANNVAE", load_official_ann_vae
+    config = config.replace(hidden_channels=(4, 8, 8, 16))
+    source = build_model(name, config.to_dict(), seed=5, dtype=np.float64)
+    state = {n: v.astype(np.int64) if v.dtype.kind == "i" else v.astype(np.float64)
+             for n, v in source.state_dict().items()}
+    official = dict(state)
+    if kind == "esvae":
+        official = {n: v[..., None] if n.endswith(".weight") and v.ndim == 4 else v
+                    for n, v in state.items()}
+    model = load(write_state_dict(tmp_path / "model.pth", official), config, dtype=np.float64)
+    ours = model.state_dict()
+    assert set(ours) == set(state)
+    for n, value in state.items():
+        np.testing.assert_array_equal(ours[n], value, err_msg=n)
+    official["unexpected.weight"] = np.zeros(3)
+    with pytest.raises(KeyError, match="unexpected.weight"):
+        load(write_state_dict(tmp_path / "bad.pth", official), config, dtype=np.float64)

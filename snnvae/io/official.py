@@ -29,6 +29,16 @@ What changes (``models.official.convert_official_fsvae_state``):
   ``posterior.initial_input`` (the zero z_{-1}) are checked to be zero and dropped;
 * a ``module.`` prefix (nn.DataParallel) is stripped, and a checkpoint dict holding the state
   dict under ``state_dict`` / ``model`` is unwrapped (``read_state_dict``).
+
+ESVAE -> ``models.esvae.ESVAE``: the official ESVAE builds on FSVAE's encoder and decoder, so
+those names and the Conv3d conversion are FSVAE's; the latent adds the prior's sample layer
+(ours: ``prior.sample_layer.weight`` / ``.bias``). No official ESVAE checkpoint was at hand to
+confirm the latent's names: any name that does not fit raises a KeyError listing the missing and
+unexpected entries, so a checkpoint with other names can be renamed before loading.
+
+ANN VAE (``ann_models/ann_vae``) -> ``models.ann_vae.ANNVAE``: plain Conv2d / ConvTranspose2d /
+BatchNorm2d / Linear modules under the same names (``encoder.<i>.<j>``, ``fc_mu``, ``fc_var``,
+``decoder_input``, ``decoder.<i>.<j>``, ``final_layer.<j>``), same layouts: loaded as they are.
 """
 from __future__ import annotations
 
@@ -56,4 +66,21 @@ def load_official_fsvae(path, config, dtype=np.float32):
     from ..models.fsvae import FSVAE
     model = FSVAE(config, rng=np.random.default_rng(0), dtype=dtype)   # weights replaced below
     model.load_state_dict(official_fsvae_state(path, config.timesteps))
+    return model
+
+
+def load_official_esvae(path, config, dtype=np.float32):
+    """Build ``models.ESVAE(config)`` and load an official ESVAE ``.pth`` into it (see above)."""
+    from ..models.esvae import ESVAE
+    from ..models.official import convert_official_fsvae_state
+    model = ESVAE(config, rng=np.random.default_rng(0), dtype=dtype)    # weights replaced below
+    model.load_state_dict(convert_official_fsvae_state(read_state_dict(path), config.timesteps))
+    return model
+
+
+def load_official_ann_vae(path, config, dtype=np.float32):
+    """Build ``models.ANNVAE(config)`` and load an official ANN VAE ``.pth`` into it."""
+    from ..models.ann_vae import ANNVAE
+    model = ANNVAE(config, rng=np.random.default_rng(0), dtype=dtype)   # weights replaced below
+    model.load_state_dict(read_state_dict(path))
     return model
