@@ -30,7 +30,7 @@ def test_tiny_run_writes_json_and_markdown(tmp_path):
     assert meta["tiny"] and meta["device"] == "cpu" and meta["models"] == ["FSVAE"]
     ref = meta["reference_matmul"]
     assert ref["n"] == 128 and ref["gflops"] > 0 and meta["reference_matmul_end"]["gflops"] > 0
-    assert meta["machine"]["usable_cores"] >= 1 and "MNIST" in meta["data"]
+    assert meta["machine"]["usable_cores"] >= 1 and "mnist" in meta["data"].lower()
     assert result["errors"] == []
 
     (train,) = result["train"]
