@@ -46,8 +46,8 @@ PAPER_TRAINING = dict(epochs=150, batch_size=250, lr=1e-3, weight_decay=1e-3, lr
 DATASET_NAMES = {"mnist": "mnist", "fashion": "fashion-mnist"}
 
 # ESVAE: the same narrowed encoder and decoder as FSVAE's quick preset, the paper's latent of 32
-# rates, T = 4 (one training step costs about what FSVAE's quick step costs; T = 8 doubles it).
-# A first choice to be tuned against the same ~10 minute budget.
+# rates, T = 4 (T = 8 doubles the step time). Measured: 12 epochs in 5.9 minutes of training
+# (one thread, beside another run), test MSE 0.0698.
 ESVAE_QUICK = dict(hidden_channels=(16, 32, 64, 128), latent_dim=32, timesteps=4)
 ESVAE_QUICK_TRAINING = dict(epochs=12, batch_size=32, lr=3e-3, weight_decay=1e-3,
                             lr_schedule="cosine", eval_images=500, checkpoint_every=100)

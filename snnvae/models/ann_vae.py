@@ -87,15 +87,13 @@ ANN_PRESETS = {
 ANN_PAPER_TRAINING = dict(epochs=150, batch_size=PAPER_BATCH_SIZE, lr=1e-3, weight_decay=0.01,
                           lr_schedule="constant")
 # Quick preset for the examples: the paper's widths and latent on the embedded MNIST subset (8000
-# training digits), meant to finish within ~10 minutes on a 2-core CPU. Build the model with
+# training digits), given about the training time of the spiking quick presets (6-7 minutes on
+# an idle 2-core CPU; an epoch takes about 15 s, so 24 epochs). Build the model with
 # kl_weight = kl_weight_for(len(train_images), training["batch_size"]) (1/125 here: the papers'
 # rule, twice their MNIST weight 1/240 because the subset is smaller).
-# Measured on the shared 2-core machine under load from other jobs, one BLAS/Numba thread:
-# 250-270 ms per training step at batch 64 (about 31 s per epoch; 74 ms with widths 16..128);
-# test MSE (500 test digits, eval mode, sampled z) at lr 2e-3 constant: 0.189, 0.166, 0.159,
-# 0.153 after epochs 1-4, still falling. 12 epochs are about 6-7 minutes of training there.
+# Measured with 12 epochs: 3.0 minutes of training, test MSE 0.1199 (500 test digits).
 ANN_QUICK = dict(model=dict(hidden_channels=(32, 64, 128, 256), latent_dim=128),
-                 training=dict(epochs=12, batch_size=64, lr=2e-3, weight_decay=0.01,
+                 training=dict(epochs=24, batch_size=64, lr=2e-3, weight_decay=0.01,
                                lr_schedule="cosine", eval_images=500, checkpoint_every=100))
 
 
