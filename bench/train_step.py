@@ -47,6 +47,7 @@ overwritten without --force) and a Markdown summary beside it (same name, .md), 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import importlib
 import json
@@ -313,8 +314,10 @@ def run_eval(spec):
 
 
 def child_main(spec_path, result_path):
+    from snnvae.nn import unfused_blocks
     spec = json.loads(Path(spec_path).read_text())
-    result = run_train(spec) if spec["kind"] == "train" else run_eval(spec)
+    with unfused_blocks() if spec.get("unfused") else contextlib.nullcontext():
+        result = run_train(spec) if spec["kind"] == "train" else run_eval(spec)
     Path(result_path).write_text(json.dumps(result))
 
 
@@ -375,7 +378,8 @@ def markdown(result):
              f"Reference: {ref['n']}x{ref['n']} float32 matmul {ref['median_s'] * 1e3:.1f} ms = "
              f"{ref['gflops']:.1f} GFLOP/s (at the end: "
              f"{meta['reference_matmul_end']['gflops']:.1f}). Backend {meta['backend']}"
-             f"{', TINY models (not the paper configuration)' if meta['tiny'] else ''}; data: "
+             f"{', TINY models (not the paper configuration)' if meta['tiny'] else ''}"
+             f"{', UNFUSED tdBN and LIF (--unfused)' if meta.get('unfused') else ''}; data: "
              f"{meta.get('data', '?')}.", "",
              *([f"**Warning: {meta['warning']}.**", ""] if meta.get("warning") else []),
              "## Training step", "",
@@ -429,6 +433,9 @@ def main(argv=None):
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--tiny", action="store_true",
                     help=f"narrow models {TINY_CHANGES} for smoke tests (not the paper config)")
+    ap.add_argument("--unfused", action="store_true",
+                    help="run tdBN and LIF as two operations instead of the fused one (the "
+                         "state before that lever, for before/after comparisons)")
     ap.add_argument("--data-dir", help="directory with the MNIST IDX files (default: the search "
                                        "path of snnvae.data, else the embedded subset)")
     ap.add_argument("--ref-size", type=int, default=2048, help="size of the reference matmul")
@@ -467,7 +474,7 @@ def main(argv=None):
     out.parent.mkdir(parents=True, exist_ok=True)
 
     meta = dict(date=datetime.datetime.now().isoformat(timespec="seconds"), argv=sys.argv[1:],
-                device=args.device, backend=backend.current(), tiny=args.tiny,
+                device=args.device, backend=backend.current(), tiny=args.tiny, unfused=args.unfused,
                 tiny_changes=TINY_CHANGES if args.tiny else None, models=models,
                 skipped_models=skipped, machine=machine(),
                 reference_matmul=reference_matmul(args.ref_size))
@@ -479,7 +486,7 @@ def main(argv=None):
                            f"are not representative of an idle machine")
         print("warning: " + meta["warning"])
     ref = meta["reference_matmul"]["gflops"]
-    common = dict(seed=args.seed, tiny=args.tiny, warmup=args.warmup,
+    common = dict(seed=args.seed, tiny=args.tiny, warmup=args.warmup, unfused=args.unfused,
                   data_dir=None if args.data_dir is None else str(args.data_dir))
     specs = [dict(common, kind="train", model=m, batch_size=b, steps=args.steps)
              for m in models for b in args.batch_sizes]

@@ -19,6 +19,7 @@ KERNEL_NAMES = (
     "conv_transpose2d_forward", "conv_transpose2d_backward",
     "tdbn_forward_train", "tdbn_forward_eval", "tdbn_backward_train", "tdbn_backward_eval",
     "lif_forward", "lif_backward", "lif_step",
+    "tdbn_lif_forward_train", "tdbn_lif_forward_eval", "tdbn_lif_backward",
     "psp_forward", "psp_backward",
     "membrane_forward", "membrane_backward",
     "adam_update",

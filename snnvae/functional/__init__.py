@@ -5,6 +5,7 @@ from .tensor_ops import (abs, add, clip, concat, detach, div, exp, gather, getit
 from .linear import linear
 from .conv import conv2d, conv_transpose2d
 from .batchnorm import batch_norm, td_batch_norm
+from .tdbn_lif import td_batch_norm_lif
 from .lif import (LIFParams, current_spike_mode, lif, lif_step, lif_unrolled, smooth_spike,
                   spike_mode)
 from .temporal import membrane_output, psp

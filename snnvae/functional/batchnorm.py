@@ -79,15 +79,21 @@ def batch_norm(x, gamma, beta, running_mean, running_var, *, training, channel_a
         return BatchNormEval.apply(x, gamma, beta, scale, eps, channel_axis, running_mean, running_var)
     stats = {}
     y = BatchNormTrain.apply(x, gamma, beta, scale, eps, channel_axis, stats)
-    n = stats["n"]
+    update_running_statistics(running_mean, running_var, stats["mean"], stats["var"],
+                              stats["n"], momentum, x.shape)
+    return y
+
+
+def update_running_statistics(running_mean, running_var, mean, var, n, momentum, shape):
+    """The in-place momentum update of the module docstring, from batch statistics of n values
+    per channel (var biased). ``shape`` (the input's) only serves the error message."""
     if n < 2:
         raise ValueError(f"batch_norm in training mode needs more than one value per channel, "
-                         f"got input shape {x.shape}")
+                         f"got input shape {shape}")
     running_mean *= 1.0 - momentum
-    running_mean += momentum * stats["mean"].astype(running_mean.dtype)
+    running_mean += momentum * mean.astype(running_mean.dtype)
     running_var *= 1.0 - momentum
-    running_var += momentum * stats["var"].astype(running_var.dtype) * (n / (n - 1))
-    return y
+    running_var += momentum * var.astype(running_var.dtype) * (n / (n - 1))
 
 
 def td_batch_norm(x, gamma, beta, running_mean, running_var, *, training, alpha=1.0, vth=0.2,

@@ -413,6 +413,178 @@ def lif_backward(go, u, o, tau, aa, center, detach_reset):
     return gx
 
 
+
+# --------------------------------------------------------------------------------------------
+# tdBN followed by LIF, fused (see numpy_ref): x (T, N, C, S) is read as (T, R, S) with
+# R = N * C rows, row r of channel r % C. Rows are taken in blocks of about _BLOCK neurons, one
+# parallel iteration per block; a block's membrane state lives in small local buffers, so
+# neither xhat, y nor u is ever written to a full-size array. Backward recomputes them from x
+# with the forward's arithmetic (bit-identical values), walks time backwards, and gathers the
+# per-channel sums of tdBN's backward in float64 partial sums, one row per block.
+# --------------------------------------------------------------------------------------------
+
+
+def _rows_per_block(S):
+    return max(1, _BLOCK // S)
+
+
+@njit(parallel=True, **_JIT)
+def _bn_lif_forward(x, C, mean, invstd, gain, beta, o, vth, tau, width, center, half, one,
+                    zero, smooth):
+    T, R, S = x.shape
+    rows = max(1, _BLOCK // S)
+    nblocks = (R + rows - 1) // rows
+    for blk in prange(nblocks):
+        r0 = blk * rows
+        r1 = min(r0 + rows, R)
+        u_prev = np.zeros((r1 - r0) * S, dtype=x.dtype)
+        o_prev = np.zeros((r1 - r0) * S, dtype=x.dtype)
+        for t in range(T):
+            for r in range(r0, r1):
+                c = r % C
+                mc, ic, gc, bc = mean[c], invstd[c], gain[c], beta[c]
+                base = (r - r0) * S
+                for s in range(S):
+                    y = gc * ((x[t, r, s] - mc) * ic) + bc
+                    um = y if t == 0 else tau * u_prev[base + s] * (one - o_prev[base + s]) + y
+                    if smooth:
+                        om = min(max((um - center) / width + half, zero), one)
+                    else:
+                        om = one if um > vth else zero
+                    o[t, r, s] = om
+                    u_prev[base + s] = um
+                    o_prev[base + s] = om
+
+
+@njit(parallel=True, **_JIT)
+def _bn_lif_backward_spikes(go, x, C, mean, invstd, gain, beta, gy, sums, vth, tau, width,
+                            center, half, inv_width, aa, one, zero, smooth, detach_reset):
+    """gy = dL/dy through the LIF; sums[blk, 0, c] += gy, sums[blk, 1, c] += gy * xhat."""
+    T, R, S = x.shape
+    rows = max(1, _BLOCK // S)
+    nblocks = (R + rows - 1) // rows
+    for blk in prange(nblocks):
+        r0 = blk * rows
+        r1 = min(r0 + rows, R)
+        n = (r1 - r0) * S
+        u = np.empty((T, n), dtype=x.dtype)
+        o = np.empty((T, n), dtype=x.dtype)
+        for t in range(T):
+            for r in range(r0, r1):
+                c = r % C
+                mc, ic, gc, bc = mean[c], invstd[c], gain[c], beta[c]
+                base = (r - r0) * S
+                for s in range(S):
+                    i = base + s
+                    y = gc * ((x[t, r, s] - mc) * ic) + bc
+                    um = y if t == 0 else tau * u[t - 1, i] * (one - o[t - 1, i]) + y
+                    u[t, i] = um
+                    if smooth:
+                        o[t, i] = min(max((um - center) / width + half, zero), one)
+                    else:
+                        o[t, i] = one if um > vth else zero
+        gu_next = np.zeros(n, dtype=x.dtype)
+        for t in range(T - 1, -1, -1):
+            for r in range(r0, r1):
+                c = r % C
+                mc, ic = mean[c], invstd[c]
+                base = (r - r0) * S
+                a = 0.0
+                b = 0.0
+                for s in range(S):
+                    i = base + s
+                    g = go[t, r, s]
+                    if not detach_reset:
+                        g = g - tau * u[t, i] * gu_next[i]
+                    sg = inv_width if abs(u[t, i] - center) < aa else zero
+                    gu = g * sg + tau * (one - o[t, i]) * gu_next[i]
+                    gy[t, r, s] = gu
+                    gu_next[i] = gu
+                    a += gu
+                    b += gu * ((x[t, r, s] - mc) * ic)
+                sums[blk, 0, c] += a
+                sums[blk, 1, c] += b
+
+
+@njit(parallel=True, **_JIT)
+def _bn_grad_from_input_into(gy, x, C, mean, invstd, coef, sum_gy, sum_gy_xhat, n, batch_stats):
+    """In place: gy <- coef / n * (n gy - sum(gy) - xhat sum(gy xhat)) (batch statistics) or
+    gy <- coef gy (constant statistics), with xhat recomputed from x."""
+    T, R, S = gy.shape
+    for tr in prange(T * R):
+        t = tr // R
+        r = tr % R
+        c = r % C
+        if batch_stats:
+            mc, ic, a, b = mean[c], invstd[c], sum_gy[c], sum_gy_xhat[c]
+            k_ = coef[c] / n
+            for s in range(S):
+                gy[t, r, s] = k_ * (n * gy[t, r, s] - a - ((x[t, r, s] - mc) * ic) * b)
+        else:
+            k_ = coef[c]
+            for s in range(S):
+                gy[t, r, s] = gy[t, r, s] * k_
+
+
+def _rows_view(a):
+    T, N, C = a.shape[:3]
+    return np.ascontiguousarray(a).reshape(T, N * C, -1)
+
+
+def _lif_constants(dt, vth, tau, aa, center):
+    return _typed(dt, vth, tau, 2.0 * aa, center, 0.5)
+
+
+def _bn_lif_run(x, mean, invstd, gain, beta, vth, tau, aa, center, smooth):
+    dt = x.dtype
+    x3 = _rows_view(x)
+    o = np.empty_like(x3)
+    vth_, tau_, width, center_, half = _lif_constants(dt, vth, tau, aa, center)
+    _bn_lif_forward(x3, x.shape[2], mean.astype(dt), invstd.astype(dt), gain.astype(dt),
+                    beta.astype(dt), o, vth_, tau_, width, center_, half, dt.type(1), dt.type(0),
+                    smooth)
+    return o.reshape(x.shape)
+
+
+def tdbn_lif_forward_train(x, gamma, beta, scale, eps, vth, tau, aa, center, smooth):
+    T, N, C = x.shape[:3]
+    mean64, var64 = _channel_mean_var(_rows_view(x).reshape(T * N, C, -1))
+    dt = x.dtype
+    mean, var = mean64.astype(dt), var64.astype(dt)
+    invstd = (1.0 / np.sqrt(var64 + eps)).astype(dt)
+    o = _bn_lif_run(x, mean, invstd, scale * gamma, beta, vth, tau, aa, center, smooth)
+    return o, mean, var, invstd
+
+
+def tdbn_lif_forward_eval(x, gamma, beta, scale, running_mean, running_var, eps, vth, tau, aa,
+                          center, smooth):
+    dt = x.dtype
+    mean = running_mean.astype(dt)
+    invstd = (1.0 / np.sqrt(running_var.astype(np.float64) + eps)).astype(dt)
+    o = _bn_lif_run(x, mean, invstd, scale * gamma, beta, vth, tau, aa, center, smooth)
+    return o, mean, invstd
+
+
+def tdbn_lif_backward(go, x, mean, invstd, gamma, beta, scale, vth, tau, aa, center, smooth,
+                      detach_reset, batch_stats):
+    dt = x.dtype
+    T, N, C = x.shape[:3]
+    x3, go3 = _rows_view(x), _rows_view(go.astype(dt, copy=False))
+    S = x3.shape[2]
+    nblocks = (N * C + _rows_per_block(S) - 1) // _rows_per_block(S)
+    sums = np.zeros((nblocks, 2, C), dtype=np.float64)
+    gx = np.empty_like(x3)
+    mean, invstd, gain = mean.astype(dt), invstd.astype(dt), (scale * gamma).astype(dt)
+    vth_, tau_, width, center_, half = _lif_constants(dt, vth, tau, aa, center)
+    _bn_lif_backward_spikes(go3, x3, C, mean, invstd, gain, beta.astype(dt), gx, sums, vth_,
+                            tau_, width, center_, half, dt.type(1) / width, dt.type(aa),
+                            dt.type(1), dt.type(0), smooth, detach_reset)
+    s1, s2 = sums[:, 0].sum(axis=0), sums[:, 1].sum(axis=0)
+    coef = (scale * gamma * invstd).astype(dt)
+    _bn_grad_from_input_into(gx, x3, C, mean, invstd, coef, s1.astype(dt), s2.astype(dt),
+                             T * N * S, batch_stats)
+    return gx.reshape(x.shape), (scale * s2).astype(dt), s1.astype(dt)
+
 # --------------------------------------------------------------------------------------------
 # PSP filter and membrane output
 # --------------------------------------------------------------------------------------------

@@ -239,6 +239,57 @@ def lif_backward(go, u, o, tau, aa, center, detach_reset):
     return gx
 
 
+
+# --------------------------------------------------------------------------------------------
+# tdBN followed by LIF as one operation, x (T, N, C, S) time first, channel axis 2:
+#   y = scale * gamma_c * xhat + beta_c,   xhat = (x - mean_c) * invstd_c,   o = LIF(y)
+# Only x (the input) and the statistics are kept for backward: xhat, y and the membrane
+# potentials u are recomputed there from x (the same arithmetic, so the same values). That is
+# what makes the fused form light: the unfused layers keep x, xhat, y, u and o alive until
+# backward; this one keeps x and o.
+# --------------------------------------------------------------------------------------------
+
+
+def _bn_lif_recompute(x, mean, invstd, gamma, beta, scale, vth, tau, aa, center, smooth):
+    """x (T, N, C, S) -> (xhat (T*N, C, S), o, u (T, N*C*S)) with the given statistics."""
+    T, N, C, S = x.shape
+    x3 = x.reshape(T * N, C, S)
+    xhat = (x3 - mean[None, :, None]) * invstd[None, :, None]
+    y = (scale * gamma)[None, :, None] * xhat + beta[None, :, None]
+    o, u = lif_forward(y.reshape(T, -1), vth, tau, aa, center, smooth)
+    return xhat, o, u
+
+
+def tdbn_lif_forward_train(x, gamma, beta, scale, eps, vth, tau, aa, center, smooth):
+    """x (T, N, C, S) -> (o (T, N, C, S), mean, var, invstd) with batch statistics over T, N, S."""
+    T, N, C, S = x.shape
+    _, _, invstd, mean, var = tdbn_forward_train(x.reshape(T * N, C, S), gamma, beta, scale, eps)
+    _, o, _ = _bn_lif_recompute(x, mean, invstd, gamma, beta, scale, vth, tau, aa, center, smooth)
+    return o.reshape(x.shape), mean, var, invstd
+
+
+def tdbn_lif_forward_eval(x, gamma, beta, scale, running_mean, running_var, eps, vth, tau, aa,
+                          center, smooth):
+    """x (T, N, C, S) -> (o, mean, invstd) with the running statistics as constants."""
+    mean = running_mean.astype(x.dtype)
+    invstd = (1.0 / np.sqrt(running_var + eps)).astype(x.dtype)
+    _, o, _ = _bn_lif_recompute(x, mean, invstd, gamma, beta, scale, vth, tau, aa, center, smooth)
+    return o.reshape(x.shape), mean, invstd
+
+
+def tdbn_lif_backward(go, x, mean, invstd, gamma, beta, scale, vth, tau, aa, center, smooth,
+                      detach_reset, batch_stats):
+    """BPTT through the LIF (``lif_backward``), then through tdBN: with batch statistics
+    (``tdbn_backward_train``) or constant ones (``tdbn_backward_eval``).
+    go, x (T, N, C, S) -> (gx (T, N, C, S), dL/dgamma, dL/dbeta)."""
+    T, N, C, S = x.shape
+    xhat, o, u = _bn_lif_recompute(x, mean, invstd, gamma, beta, scale, vth, tau, aa, center,
+                                   smooth)
+    gy = lif_backward(go.reshape(T, -1), u, o, tau, aa, center, detach_reset)
+    backward = tdbn_backward_train if batch_stats else tdbn_backward_eval
+    gx, ggamma, gbeta = backward(gy.reshape(T * N, C, S), xhat, invstd, gamma, scale)
+    return gx.reshape(x.shape), ggamma, gbeta
+
 # --------------------------------------------------------------------------------------------
 # PSP filter (first-order synapse), x viewed as (T, M):
 #   syn_t = syn_{t-1} + (x_t - syn_{t-1}) / tau_s,  syn_{-1} = 0
