@@ -202,20 +202,39 @@ def conv_transpose2d_backward(gy, x, w, stride, padding, has_bias):
 _ROW_CHUNKS = 16   # fixed number of partial sums: parallel, contiguous and deterministic
 
 
+@njit(**_JIT)
+def _accumulate_powers(x, shift, acc, power):
+    """acc += (x - shift)^power elementwise on 1-D slices (power 1 or 2)."""
+    if power == 1:
+        for j in range(x.shape[0]):
+            acc[j] += x[j] - shift[j]
+    else:
+        for j in range(x.shape[0]):
+            d = x[j] - shift[j]
+            acc[j] += d * d
+
+
 @njit(parallel=True, **_JIT)
 def _channel_partial_sums(x, shift, power):
-    """Per chunk of rows and channel: sum over rows and positions of (x - shift[c])^power."""
+    """Per chunk of rows and channel: sum over rows and positions of (x - shift[c])^power.
+
+    x (M, C, S) is read as (M, J), J = C*S neurons: a chunk sums each neuron over its rows in
+    a local float64 vector (contiguous, vectorised for any S, including S = 1 of linear
+    layers), then folds the S neurons of each channel together."""
     M, C, S = x.shape
+    x2 = x.reshape(M, C * S)
+    J = C * S
+    shift_j = np.empty(J)
+    for j in range(J):
+        shift_j[j] = shift[j // S]
     partial = np.zeros((_ROW_CHUNKS, C), dtype=np.float64)
     step = (M + _ROW_CHUNKS - 1) // _ROW_CHUNKS
     for chunk in prange(_ROW_CHUNKS):
+        acc = np.zeros(J)
         for m in range(chunk * step, min((chunk + 1) * step, M)):
-            for c in range(C):
-                acc = 0.0
-                for k in range(S):
-                    d = x[m, c, k] - shift[c]
-                    acc += d if power == 1 else d * d
-                partial[chunk, c] += acc
+            _accumulate_powers(x2[m], shift_j, acc, power)
+        for j in range(J):
+            partial[chunk, j // S] += acc[j]
     return partial
 
 
@@ -424,111 +443,132 @@ def lif_backward(go, u, o, tau, aa, center, detach_reset):
 # --------------------------------------------------------------------------------------------
 
 
-def _rows_per_block(S):
-    return max(1, _BLOCK // S)
+# The inner loops run over 1-D slices: with them Numba/LLVM vectorises (about 7x faster than
+# indexing the 3-D arrays inside the loop, measured on the final layer's shape).
+
+
+@njit(**_JIT)
+def _bn_lif_step(x, mean, invstd, gain, beta, u, o, u_next, o_next, vth, tau, width, center,
+                 half, one, zero, smooth):
+    """One time step of tdBN -> LIF on 1-D slices: u_next, o_next from x and the state u, o."""
+    if smooth:
+        for i in range(x.shape[0]):
+            um = tau * u[i] * (one - o[i]) + (gain[i] * ((x[i] - mean[i]) * invstd[i]) + beta[i])
+            u_next[i] = um
+            o_next[i] = min(max((um - center) / width + half, zero), one)
+    else:
+        for i in range(x.shape[0]):
+            um = tau * u[i] * (one - o[i]) + (gain[i] * ((x[i] - mean[i]) * invstd[i]) + beta[i])
+            u_next[i] = um
+            o_next[i] = one if um > vth else zero
 
 
 @njit(parallel=True, **_JIT)
-def _bn_lif_forward(x, C, mean, invstd, gain, beta, o, vth, tau, width, center, half, one,
-                    zero, smooth):
-    T, R, S = x.shape
-    rows = max(1, _BLOCK // S)
-    nblocks = (R + rows - 1) // rows
-    for blk in prange(nblocks):
-        r0 = blk * rows
-        r1 = min(r0 + rows, R)
-        u_prev = np.zeros((r1 - r0) * S, dtype=x.dtype)
-        o_prev = np.zeros((r1 - r0) * S, dtype=x.dtype)
+def _bn_lif_forward(x, mean, invstd, gain, beta, o, vth, tau, width, center, half, one, zero,
+                    smooth):
+    """x, o (T, N, J); mean, invstd, gain, beta per neuron (J,). One parallel item per sample
+    and block of _BLOCK neurons; the membrane state of the block is carried in local vectors."""
+    T, N, J = x.shape
+    nchunks = (J + _BLOCK - 1) // _BLOCK
+    for item in prange(N * nchunks):
+        n = item // nchunks
+        j0 = (item % nchunks) * _BLOCK
+        j1 = min(j0 + _BLOCK, J)
+        # two state buffers used in turn: a step must not read and write one array (the
+        # vectoriser would fall back to scalar code)
+        u = np.zeros((2, j1 - j0), dtype=x.dtype)
+        silent = np.zeros(j1 - j0, dtype=x.dtype)
         for t in range(T):
-            for r in range(r0, r1):
-                c = r % C
-                mc, ic, gc, bc = mean[c], invstd[c], gain[c], beta[c]
-                base = (r - r0) * S
-                for s in range(S):
-                    y = gc * ((x[t, r, s] - mc) * ic) + bc
-                    um = y if t == 0 else tau * u_prev[base + s] * (one - o_prev[base + s]) + y
-                    if smooth:
-                        om = min(max((um - center) / width + half, zero), one)
-                    else:
-                        om = one if um > vth else zero
-                    o[t, r, s] = om
-                    u_prev[base + s] = um
-                    o_prev[base + s] = om
+            o_prev = silent if t == 0 else o[t - 1, n, j0:j1]
+            _bn_lif_step(x[t, n, j0:j1], mean[j0:j1], invstd[j0:j1], gain[j0:j1], beta[j0:j1],
+                         u[t % 2], o_prev, u[(t + 1) % 2], o[t, n, j0:j1], vth, tau, width,
+                         center, half, one, zero, smooth)
+
+
+@njit(**_JIT)
+def _lif_grad_step(go, u, o, gu_next, gy, tau, center, inv_width, aa, zero, one, detach_reset):
+    """One step of BPTT on 1-D slices (see lif_backward); gu_next becomes this step's gy."""
+    for i in range(go.shape[0]):
+        g = go[i]
+        if not detach_reset:
+            g = g - tau * u[i] * gu_next[i]
+        sg = inv_width if abs(u[i] - center) < aa else zero
+        gu = g * sg + tau * (one - o[i]) * gu_next[i]
+        gy[i] = gu
+        gu_next[i] = gu
+
+
+@njit(**_JIT)
+def _accumulate_bn_sums(gy, x, mean, invstd, acc_gy, acc_gy_xhat):
+    for i in range(gy.shape[0]):
+        acc_gy[i] += gy[i]
+        acc_gy_xhat[i] += gy[i] * ((x[i] - mean[i]) * invstd[i])
 
 
 @njit(parallel=True, **_JIT)
-def _bn_lif_backward_spikes(go, x, C, mean, invstd, gain, beta, gy, sums, vth, tau, width,
+def _bn_lif_backward_spikes(go, x, S, mean, invstd, gain, beta, gy, sums, vth, tau, width,
                             center, half, inv_width, aa, one, zero, smooth, detach_reset):
-    """gy = dL/dy through the LIF; sums[blk, 0, c] += gy, sums[blk, 1, c] += gy * xhat."""
-    T, R, S = x.shape
-    rows = max(1, _BLOCK // S)
-    nblocks = (R + rows - 1) // rows
-    for blk in prange(nblocks):
-        r0 = blk * rows
-        r1 = min(r0 + rows, R)
-        n = (r1 - r0) * S
-        u = np.empty((T, n), dtype=x.dtype)
-        o = np.empty((T, n), dtype=x.dtype)
+    """gy = dL/dy through the LIF, for go, x, gy (T, N, J); per-neuron constants (J,).
+    sums[item, 0, c] and sums[item, 1, c] collect sum(gy) and sum(gy * xhat) of channel
+    c = j // S over the item's neurons (float64)."""
+    T, N, J = x.shape
+    nchunks = (J + _BLOCK - 1) // _BLOCK
+    for item in prange(N * nchunks):
+        n = item // nchunks
+        j0 = (item % nchunks) * _BLOCK
+        j1 = min(j0 + _BLOCK, J)
+        nb = j1 - j0
+        u = np.zeros((T + 1, nb), dtype=x.dtype)    # row 0: the zero state before t = 0
+        o = np.zeros((T + 1, nb), dtype=x.dtype)
+        m, iv = mean[j0:j1], invstd[j0:j1]
         for t in range(T):
-            for r in range(r0, r1):
-                c = r % C
-                mc, ic, gc, bc = mean[c], invstd[c], gain[c], beta[c]
-                base = (r - r0) * S
-                for s in range(S):
-                    i = base + s
-                    y = gc * ((x[t, r, s] - mc) * ic) + bc
-                    um = y if t == 0 else tau * u[t - 1, i] * (one - o[t - 1, i]) + y
-                    u[t, i] = um
-                    if smooth:
-                        o[t, i] = min(max((um - center) / width + half, zero), one)
-                    else:
-                        o[t, i] = one if um > vth else zero
-        gu_next = np.zeros(n, dtype=x.dtype)
+            _bn_lif_step(x[t, n, j0:j1], m, iv, gain[j0:j1], beta[j0:j1], u[t], o[t], u[t + 1],
+                         o[t + 1], vth, tau, width, center, half, one, zero, smooth)
+        gu_next = np.zeros(nb, dtype=x.dtype)
+        acc_gy = np.zeros(nb)
+        acc_gy_xhat = np.zeros(nb)
         for t in range(T - 1, -1, -1):
-            for r in range(r0, r1):
-                c = r % C
-                mc, ic = mean[c], invstd[c]
-                base = (r - r0) * S
-                a = 0.0
-                b = 0.0
-                for s in range(S):
-                    i = base + s
-                    g = go[t, r, s]
-                    if not detach_reset:
-                        g = g - tau * u[t, i] * gu_next[i]
-                    sg = inv_width if abs(u[t, i] - center) < aa else zero
-                    gu = g * sg + tau * (one - o[t, i]) * gu_next[i]
-                    gy[t, r, s] = gu
-                    gu_next[i] = gu
-                    a += gu
-                    b += gu * ((x[t, r, s] - mc) * ic)
-                sums[blk, 0, c] += a
-                sums[blk, 1, c] += b
+            gy_t = gy[t, n, j0:j1]
+            _lif_grad_step(go[t, n, j0:j1], u[t + 1], o[t + 1], gu_next, gy_t, tau, center,
+                           inv_width, aa, zero, one, detach_reset)
+            _accumulate_bn_sums(gy_t, x[t, n, j0:j1], m, iv, acc_gy, acc_gy_xhat)
+        for i in range(nb):
+            c = (j0 + i) // S
+            sums[item, 0, c] += acc_gy[i]
+            sums[item, 1, c] += acc_gy_xhat[i]
+
+
+@njit(**_JIT)
+def _bn_grad_row(gy, x, mean, invstd, k, sum_gy, sum_gy_xhat, n, batch_stats):
+    if batch_stats:
+        for j in range(gy.shape[0]):
+            xh = (x[j] - mean[j]) * invstd[j]
+            gy[j] = k[j] * (n * gy[j] - sum_gy[j] - xh * sum_gy_xhat[j])
+    else:
+        for j in range(gy.shape[0]):
+            gy[j] = gy[j] * k[j]
 
 
 @njit(parallel=True, **_JIT)
-def _bn_grad_from_input_into(gy, x, C, mean, invstd, coef, sum_gy, sum_gy_xhat, n, batch_stats):
-    """In place: gy <- coef / n * (n gy - sum(gy) - xhat sum(gy xhat)) (batch statistics) or
-    gy <- coef gy (constant statistics), with xhat recomputed from x."""
-    T, R, S = gy.shape
-    for tr in prange(T * R):
-        t = tr // R
-        r = tr % R
-        c = r % C
-        if batch_stats:
-            mc, ic, a, b = mean[c], invstd[c], sum_gy[c], sum_gy_xhat[c]
-            k_ = coef[c] / n
-            for s in range(S):
-                gy[t, r, s] = k_ * (n * gy[t, r, s] - a - ((x[t, r, s] - mc) * ic) * b)
-        else:
-            k_ = coef[c]
-            for s in range(S):
-                gy[t, r, s] = gy[t, r, s] * k_
+def _bn_grad_from_input_into(gy, x, mean, invstd, k, sum_gy, sum_gy_xhat, n, batch_stats):
+    """In place, per neuron j (constants of its channel): gy <- k (n gy - sum(gy) - xhat
+    sum(gy xhat)) with k = coef / n (batch statistics), or gy <- k gy with k = coef (constant
+    statistics); xhat is recomputed from x."""
+    T, N, J = gy.shape
+    for tn in prange(T * N):
+        t = tn // N
+        b = tn % N
+        _bn_grad_row(gy[t, b], x[t, b], mean, invstd, k, sum_gy, sum_gy_xhat, n, batch_stats)
 
 
-def _rows_view(a):
-    T, N, C = a.shape[:3]
-    return np.ascontiguousarray(a).reshape(T, N * C, -1)
+def _neuron_view(a):
+    """(T, N, C, S) -> contiguous (T, N, C*S)."""
+    return np.ascontiguousarray(a).reshape(*a.shape[:2], -1)
+
+
+def _per_neuron(values, S, dtype):
+    """Per-channel values (C,) -> per-neuron (C*S,), each repeated over the channel's S."""
+    return np.repeat(np.asarray(values).astype(dtype), S)
 
 
 def _lif_constants(dt, vth, tau, aa, center):
@@ -536,19 +576,19 @@ def _lif_constants(dt, vth, tau, aa, center):
 
 
 def _bn_lif_run(x, mean, invstd, gain, beta, vth, tau, aa, center, smooth):
-    dt = x.dtype
-    x3 = _rows_view(x)
+    dt, S = x.dtype, x.shape[3]
+    x3 = _neuron_view(x)
     o = np.empty_like(x3)
     vth_, tau_, width, center_, half = _lif_constants(dt, vth, tau, aa, center)
-    _bn_lif_forward(x3, x.shape[2], mean.astype(dt), invstd.astype(dt), gain.astype(dt),
-                    beta.astype(dt), o, vth_, tau_, width, center_, half, dt.type(1), dt.type(0),
-                    smooth)
+    _bn_lif_forward(x3, _per_neuron(mean, S, dt), _per_neuron(invstd, S, dt),
+                    _per_neuron(gain, S, dt), _per_neuron(beta, S, dt), o, vth_, tau_, width,
+                    center_, half, dt.type(1), dt.type(0), smooth)
     return o.reshape(x.shape)
 
 
 def tdbn_lif_forward_train(x, gamma, beta, scale, eps, vth, tau, aa, center, smooth):
     T, N, C = x.shape[:3]
-    mean64, var64 = _channel_mean_var(_rows_view(x).reshape(T * N, C, -1))
+    mean64, var64 = _channel_mean_var(np.ascontiguousarray(x).reshape(T * N, C, -1))
     dt = x.dtype
     mean, var = mean64.astype(dt), var64.astype(dt)
     invstd = (1.0 / np.sqrt(var64 + eps)).astype(dt)
@@ -568,22 +608,25 @@ def tdbn_lif_forward_eval(x, gamma, beta, scale, running_mean, running_var, eps,
 def tdbn_lif_backward(go, x, mean, invstd, gamma, beta, scale, vth, tau, aa, center, smooth,
                       detach_reset, batch_stats):
     dt = x.dtype
-    T, N, C = x.shape[:3]
-    x3, go3 = _rows_view(x), _rows_view(go.astype(dt, copy=False))
-    S = x3.shape[2]
-    nblocks = (N * C + _rows_per_block(S) - 1) // _rows_per_block(S)
-    sums = np.zeros((nblocks, 2, C), dtype=np.float64)
+    T, N, C, S = x.shape
+    x3, go3 = _neuron_view(x), _neuron_view(go.astype(dt, copy=False))
+    nchunks = (C * S + _BLOCK - 1) // _BLOCK
+    sums = np.zeros((N * nchunks, 2, C), dtype=np.float64)
     gx = np.empty_like(x3)
-    mean, invstd, gain = mean.astype(dt), invstd.astype(dt), (scale * gamma).astype(dt)
+    mean_j, invstd_j = _per_neuron(mean, S, dt), _per_neuron(invstd, S, dt)
     vth_, tau_, width, center_, half = _lif_constants(dt, vth, tau, aa, center)
-    _bn_lif_backward_spikes(go3, x3, C, mean, invstd, gain, beta.astype(dt), gx, sums, vth_,
-                            tau_, width, center_, half, dt.type(1) / width, dt.type(aa),
-                            dt.type(1), dt.type(0), smooth, detach_reset)
-    s1, s2 = sums[:, 0].sum(axis=0), sums[:, 1].sum(axis=0)
+    _bn_lif_backward_spikes(go3, x3, S, mean_j, invstd_j, _per_neuron(scale * gamma, S, dt),
+                            _per_neuron(beta, S, dt), gx, sums, vth_, tau_, width, center_, half,
+                            dt.type(1) / width, dt.type(aa), dt.type(1), dt.type(0), smooth,
+                            detach_reset)
+    s1, s2 = sums[:, 0].sum(axis=0).astype(dt), sums[:, 1].sum(axis=0).astype(dt)
     coef = (scale * gamma * invstd).astype(dt)
-    _bn_grad_from_input_into(gx, x3, C, mean, invstd, coef, s1.astype(dt), s2.astype(dt),
-                             T * N * S, batch_stats)
-    return gx.reshape(x.shape), (scale * s2).astype(dt), s1.astype(dt)
+    n = T * N * S
+    # the same arithmetic as _bn_input_grad_into: coef / n in float64 when batch statistics
+    k = coef.astype(np.float64) / n if batch_stats else coef
+    _bn_grad_from_input_into(gx, x3, mean_j, invstd_j, _per_neuron(k, S, k.dtype),
+                             _per_neuron(s1, S, dt), _per_neuron(s2, S, dt), n, batch_stats)
+    return gx.reshape(x.shape), (scale * s2).astype(dt), s1
 
 # --------------------------------------------------------------------------------------------
 # PSP filter and membrane output
