@@ -56,6 +56,24 @@ def _valid_range(size_out, size_in, stride, pad, offset):
     return lo, hi
 
 
+@njit(**_JIT)
+def _strided_copy(src, out, j_lo, j_hi, stride, offset, zero):
+    """out[j] = src[j * stride + offset] for j_lo <= j < j_hi, 0 elsewhere (1-D slices)."""
+    for j in range(j_lo):
+        out[j] = zero
+    for j in range(j_lo, j_hi):
+        out[j] = src[j * stride + offset]
+    for j in range(j_hi, out.shape[0]):
+        out[j] = zero
+
+
+@njit(**_JIT)
+def _strided_add(src, out, j_lo, j_hi, stride, offset):
+    """out[j * stride + offset] += src[j] for j_lo <= j < j_hi (1-D slices)."""
+    for j in range(j_lo, j_hi):
+        out[j * stride + offset] += src[j]
+
+
 @njit(parallel=True, **_JIT)
 def _im2col(x, cols, kh, kw, stride, pad, Ho, Wo):
     """Writes every element of cols (no zero fill needed beforehand): patches inside the
@@ -70,21 +88,16 @@ def _im2col(x, cols, kh, kw, stride, pad, Ho, Wo):
         q = row % kw
         i_lo, i_hi = _valid_range(Ho, H, stride, pad, p)
         j_lo, j_hi = _valid_range(Wo, W, stride, pad, q)
+        col = cols[row]
         for b in range(B):
             base = b * L
             for i in range(Ho):
-                out = base + i * Wo
+                out = col[base + i * Wo:base + (i + 1) * Wo]
                 if i < i_lo or i >= i_hi:
-                    for j in range(Wo):
-                        cols[row, out + j] = zero
+                    out[:] = zero
                     continue
-                hi = i * stride - pad + p
-                for j in range(j_lo):
-                    cols[row, out + j] = zero
-                for j in range(j_lo, j_hi):
-                    cols[row, out + j] = x[b, c, hi, j * stride - pad + q]
-                for j in range(j_hi, Wo):
-                    cols[row, out + j] = zero
+                _strided_copy(x[b, c, i * stride - pad + p], out, j_lo, j_hi, stride, q - pad,
+                              zero)
 
 
 def im2col(x, kh, kw, stride, pad, Ho, Wo):
@@ -110,10 +123,9 @@ def _col2im(cols, x, init, kh, kw, stride, pad, Ho, Wo):
                 j_lo, j_hi = _valid_range(Wo, W, stride, pad, q)
                 row = (c * kh + p) * kw + q
                 for i in range(i_lo, i_hi):
-                    hi = i * stride - pad + p
                     src = b * L + i * Wo
-                    for j in range(j_lo, j_hi):
-                        x[b, c, hi, j * stride - pad + q] += cols[row, src + j]
+                    _strided_add(cols[row, src:src + Wo], x[b, c, i * stride - pad + p], j_lo,
+                                 j_hi, stride, q - pad)
 
 
 def col2im(cols, B, C, H, W, kh, kw, stride, pad, Ho, Wo):
@@ -165,14 +177,89 @@ def conv2d_backward(gy, x, w, stride, padding, has_bias):
     return gx, gw.reshape(w.shape), gb
 
 
+# --------------------------------------------------------------------------------------------
+# Event-driven transposed convolution. A transposed convolution scatters every input value
+# into the outputs it reaches: y[b, :, i s - pad + p, j s - pad + q] += x[b, c, i, j] w[c, :, p, q].
+# Most of its inputs in a spiking decoder are 0 (neurons that did not fire), and the others
+# are 1, so the scatter only needs the active inputs, and for them adds a row of weights (no
+# multiplication is needed; the code multiplies by the value, which is exact for 1, so that any
+# sparse input is handled). The work is proportional to the firing rate instead of to the dense
+# size. Measured against im2col + BLAS on FSVAE's decoder shapes (T * N = 1024 maps): at rate
+# 0.05 the scatter is 4-6x faster, at 0.15 1.5-5x, at 0.3 it loses except for the smallest
+# maps; with one output channel (the last layer) it always loses (one scalar add per event).
+# Each image accumulates channels-last in a local buffer (C_out contiguous, vectorised adds),
+# which is written to the (C_out, Ho, Wo) output at the end.
+# --------------------------------------------------------------------------------------------
+
+_SPARSE_RATE = 0.2        # below this fraction of nonzero inputs the scatter wins ...
+_SPARSE_MIN_OUT = 8       # ... when each event adds a vector of at least this many channels
+
+
+@njit(parallel=True, **_JIT)
+def _nonzero_fraction(x):
+    B = x.shape[0]
+    flat = x.reshape(B, -1)
+    counts = np.zeros(B, dtype=np.int64)
+    for b in prange(B):
+        n = 0
+        for k in range(flat.shape[1]):
+            if flat[b, k] != 0:
+                n += 1
+        counts[b] = n
+    return counts.sum() / max(flat.size, 1)
+
+
+@njit(**_JIT)
+def _axpy(a, x, y):
+    """y += a x on 1-D slices."""
+    for k in range(x.shape[0]):
+        y[k] += a * x[k]
+
+
+@njit(parallel=True, **_JIT)
+def _conv_transpose_sparse(x, w_taps, init, y, stride, pad):
+    """x (B, C_in, H, W); w_taps (C_in, kh, kw, C_out); y (B, C_out, Ho, Wo) fully written."""
+    B, C_in, H, W = x.shape
+    _, kh, kw, C_out = w_taps.shape
+    Ho, Wo = y.shape[2], y.shape[3]
+    for b in prange(B):
+        acc = np.empty((Ho, Wo, C_out), dtype=y.dtype)
+        for oy in range(Ho):
+            for ox in range(Wo):
+                acc[oy, ox, :] = init
+        for c in range(C_in):
+            for i in range(H):
+                for j in range(W):
+                    v = x[b, c, i, j]
+                    if v == 0:
+                        continue
+                    for p in range(kh):
+                        oy = i * stride - pad + p
+                        if oy < 0 or oy >= Ho:
+                            continue
+                        for q in range(kw):
+                            ox = j * stride - pad + q
+                            if 0 <= ox < Wo:
+                                _axpy(v, w_taps[c, p, q], acc[oy, ox])
+        for o in range(C_out):
+            for oy in range(Ho):
+                for ox in range(Wo):
+                    y[b, o, oy, ox] = acc[oy, ox, o]
+
+
 def conv_transpose2d_forward(x, w, b, stride, padding, output_padding):
     B, C_in, H, W = x.shape
     _, C_out, kh, kw = w.shape
     Ho = conv_transpose_out_size(H, kh, stride, padding, output_padding)
     Wo = conv_transpose_out_size(W, kw, stride, padding, output_padding)
-    wt = w.reshape(C_in, -1).T
     y = np.empty((B, C_out, Ho, Wo), dtype=np.result_type(x, w))
     init = np.zeros(C_out, dtype=y.dtype) if b is None else b.astype(y.dtype)
+    x = np.ascontiguousarray(x)
+    if C_out >= _SPARSE_MIN_OUT and _nonzero_fraction(x) < _SPARSE_RATE:
+        w_taps = np.ascontiguousarray(w.transpose(0, 2, 3, 1), dtype=y.dtype)
+        _conv_transpose_sparse(x, w_taps, init, y, stride, padding)
+        return y
+    wt = w.reshape(C_in, -1).T
     for b0, b1 in _image_chunks(B, wt.shape[0] * H * W):
         cols = wt @ _to_channel_major(x[b0:b1])
         _col2im(cols, y[b0:b1], init, kh, kw, stride, padding, H, W)
