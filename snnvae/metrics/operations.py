@@ -172,7 +172,7 @@ def _instrument(model, spiking_model):
     tallies, patches = {}, _Patches()
 
     def owner(name):
-        # an LIF inside a spiking block is reported with its block (e.g. encoder.0)
+        # an LIF inside a spiking block is counted by the block (e.g. encoder.0), not patched
         parent = name.rpartition(".")[0]
         return parent if parent in weighted else name
 
@@ -193,7 +193,11 @@ def _instrument(model, spiking_model):
             def forward(x, *a, _m=m, _t=tally, _f=m.forward, **kw):
                 _t.calls["forward"] += 1
                 weighted_op(_t, _m, x, "forward")
-                return _f(x, *a, **kw)
+                out = _f(x, *a, **kw)
+                # the block's LIF is counted here: the fused tdBN/LIF path never calls it
+                if getattr(_m, "spike", None) is not None:
+                    _t.add("forward", neuron_updates=_array(out).size)
+                return out
             patches.set(m, "forward", forward)
             if hasattr(m, "step"):
                 def step(x_t, state=None, _m=m, _t=tally, _f=m.step):
@@ -204,16 +208,15 @@ def _instrument(model, spiking_model):
                         _t.add("step", neuron_updates=np.size(out))
                     return out, new_state
                 patches.set(m, "step", step)
-        elif isinstance(m, (LIF, MembraneOutput)):
-            key = owner(name)
+        elif isinstance(m, (LIF, MembraneOutput)) and owner(name) == name:
+            key = name
             tally = tallies.setdefault(key, _Tally(type(m).__name__))
             count = "neuron_updates" if isinstance(m, LIF) else "mac"
 
-            def forward(x, *a, _t=tally, _f=m.forward, _c=count, _own=key == name, **kw):
-                if _own:
-                    _t.calls["forward"] += 1
-                    if _c == "mac":
-                        _t.inputs.add("real")
+            def forward(x, *a, _t=tally, _f=m.forward, _c=count, **kw):
+                _t.calls["forward"] += 1
+                if _c == "mac":
+                    _t.inputs.add("real")
                 _t.add("forward", **{_c: _array(x).size})
                 return _f(x, *a, **kw)
             patches.set(m, "forward", forward)
