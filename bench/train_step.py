@@ -314,10 +314,14 @@ def run_eval(spec):
 
 
 def child_main(spec_path, result_path):
+    from snnvae.memory import retain_freed_memory
     from snnvae.nn import unfused_blocks
     spec = json.loads(Path(spec_path).read_text())
+    # as snnvae.train does: freed memory stays in the process (see snnvae.memory)
+    retained = False if spec.get("release_memory") else retain_freed_memory()
     with unfused_blocks() if spec.get("unfused") else contextlib.nullcontext():
         result = run_train(spec) if spec["kind"] == "train" else run_eval(spec)
+    result["memory_retained"] = retained
     Path(result_path).write_text(json.dumps(result))
 
 
@@ -366,6 +370,9 @@ def load(values):
     return " / ".join(f"{v:.2f}" for v in values)
 
 
+RELEASED = ", glibc defaults for freed memory (--release-memory)"
+
+
 def markdown(result):
     meta, ref = result["meta"], result["meta"]["reference_matmul"]
     m = meta["machine"]
@@ -379,7 +386,8 @@ def markdown(result):
              f"{ref['gflops']:.1f} GFLOP/s (at the end: "
              f"{meta['reference_matmul_end']['gflops']:.1f}). Backend {meta['backend']}"
              f"{', TINY models (not the paper configuration)' if meta['tiny'] else ''}"
-             f"{', UNFUSED tdBN and LIF (--unfused)' if meta.get('unfused') else ''}; data: "
+             f"{', UNFUSED tdBN and LIF (--unfused)' if meta.get('unfused') else ''}"
+             f"{RELEASED if meta.get('release_memory') else ''}; data: "
              f"{meta.get('data', '?')}.", "",
              *([f"**Warning: {meta['warning']}.**", ""] if meta.get("warning") else []),
              "## Training step", "",
@@ -436,6 +444,9 @@ def main(argv=None):
     ap.add_argument("--unfused", action="store_true",
                     help="run tdBN and LIF as two operations instead of the fused one (the "
                          "state before that lever, for before/after comparisons)")
+    ap.add_argument("--release-memory", action="store_true",
+                    help="keep the C library's defaults for freed memory instead of "
+                         "snnvae.memory.retain_freed_memory() (the state before that lever)")
     ap.add_argument("--data-dir", help="directory with the MNIST IDX files (default: the search "
                                        "path of snnvae.data, else the embedded subset)")
     ap.add_argument("--ref-size", type=int, default=2048, help="size of the reference matmul")
@@ -475,6 +486,7 @@ def main(argv=None):
 
     meta = dict(date=datetime.datetime.now().isoformat(timespec="seconds"), argv=sys.argv[1:],
                 device=args.device, backend=backend.current(), tiny=args.tiny, unfused=args.unfused,
+                release_memory=args.release_memory,
                 tiny_changes=TINY_CHANGES if args.tiny else None, models=models,
                 skipped_models=skipped, machine=machine(),
                 reference_matmul=reference_matmul(args.ref_size))
@@ -487,6 +499,7 @@ def main(argv=None):
         print("warning: " + meta["warning"])
     ref = meta["reference_matmul"]["gflops"]
     common = dict(seed=args.seed, tiny=args.tiny, warmup=args.warmup, unfused=args.unfused,
+                  release_memory=args.release_memory,
                   data_dir=None if args.data_dir is None else str(args.data_dir))
     specs = [dict(common, kind="train", model=m, batch_size=b, steps=args.steps)
              for m in models for b in args.batch_sizes]
