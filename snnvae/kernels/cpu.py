@@ -209,24 +209,18 @@ def _nonzero_fraction(x):
     return counts.sum() / max(flat.size, 1)
 
 
-@njit(**_JIT)
-def _axpy(a, x, y):
-    """y += a x on 1-D slices."""
-    for k in range(x.shape[0]):
-        y[k] += a * x[k]
-
-
 @njit(parallel=True, **_JIT)
 def _conv_transpose_sparse(x, w_taps, init, y, stride, pad):
     """x (B, C_in, H, W); w_taps (C_in, kh, kw, C_out); y (B, C_out, Ho, Wo) fully written."""
     B, C_in, H, W = x.shape
     _, kh, kw, C_out = w_taps.shape
     Ho, Wo = y.shape[2], y.shape[3]
+    L = Ho * Wo
     for b in prange(B):
-        acc = np.empty((Ho, Wo, C_out), dtype=y.dtype)
-        for oy in range(Ho):
-            for ox in range(Wo):
-                acc[oy, ox, :] = init
+        acc = np.empty((L, C_out), dtype=y.dtype)      # channels last: one row per output pixel
+        for k in range(L):
+            for o in range(C_out):
+                acc[k, o] = init[o]
         for c in range(C_in):
             for i in range(H):
                 for j in range(W):
@@ -239,12 +233,18 @@ def _conv_transpose_sparse(x, w_taps, init, y, stride, pad):
                             continue
                         for q in range(kw):
                             ox = j * stride - pad + q
-                            if 0 <= ox < Wo:
-                                _axpy(v, w_taps[c, p, q], acc[oy, ox])
-        for o in range(C_out):
-            for oy in range(Ho):
-                for ox in range(Wo):
-                    y[b, o, oy, ox] = acc[oy, ox, o]
+                            if ox < 0 or ox >= Wo:
+                                continue
+                            r = oy * Wo + ox
+                            # indexed inline (no slice views per event): Numba vectorises it
+                            for o in range(C_out):
+                                acc[r, o] += v * w_taps[c, p, q, o]
+        yb = y[b].reshape(C_out, L)
+        for k0 in range(0, L, 16):                       # transpose in blocks of 16 pixels
+            k1 = min(k0 + 16, L)
+            for o in range(C_out):
+                for k in range(k0, k1):
+                    yb[o, k] = acc[k, o]
 
 
 def conv_transpose2d_forward(x, w, b, stride, padding, output_padding):
