@@ -334,6 +334,17 @@ def _channel_mean_var(x):
     return mean, var
 
 
+def _inverse_std(var, eps, dtype):
+    """1 / sqrt(var + eps) computed in float64, cast to the array's dtype."""
+    return (1.0 / np.sqrt(np.asarray(var, dtype=np.float64) + eps)).astype(dtype)
+
+
+def _batch_statistics(x, eps):
+    """x (M, C, S) -> mean, biased var, invstd per channel, in x's dtype."""
+    mean64, var64 = _channel_mean_var(x)
+    return mean64.astype(x.dtype), var64.astype(x.dtype), _inverse_std(var64, eps, x.dtype)
+
+
 @njit(parallel=True, **_JIT)
 def _normalise_into(x, mean, invstd, gain, beta, y, xhat):
     """xhat = (x - mean) invstd;  y = gain xhat + beta, per channel."""
@@ -398,17 +409,15 @@ def _bn_input_grad(gy, xhat, coef, sum_gy, sum_gy_xhat, n):
 
 
 def tdbn_forward_train(x, gamma, beta, scale, eps):
-    mean64, var64 = _channel_mean_var(x)
     dt = x.dtype
-    mean, var = mean64.astype(dt), var64.astype(dt)
-    invstd = (1.0 / np.sqrt(var64 + eps)).astype(dt)
+    mean, var, invstd = _batch_statistics(x, eps)
     y, xhat = _normalise(x, mean, invstd, (scale * gamma).astype(dt), beta.astype(dt))
     return y, xhat, invstd, mean, var
 
 
 def tdbn_forward_eval(x, gamma, beta, scale, running_mean, running_var, eps):
     dt = x.dtype
-    invstd = (1.0 / np.sqrt(running_var.astype(np.float64) + eps)).astype(dt)
+    invstd = _inverse_std(running_var, eps, dt)
     y, xhat = _normalise(x, running_mean.astype(dt), invstd, (scale * gamma).astype(dt),
                          beta.astype(dt))
     return y, xhat, invstd
@@ -467,10 +476,15 @@ def _typed(dtype, *values):
     return tuple(dtype.type(v) for v in values)
 
 
+def _lif_constants(dt, vth, tau, aa, center):
+    """vth, tau, window width 2 aa, window centre, 1/2, 1, 0 in the array's dtype."""
+    return _typed(dt, vth, tau, 2.0 * aa, center, 0.5, 1.0, 0.0)
+
+
 def lif_forward(x, vth, tau, aa, center, smooth):
     o = np.empty_like(x)
     u = np.empty_like(x)
-    _lif_forward(x, o, u, *_typed(x.dtype, vth, tau, 2.0 * aa, center, 0.5, 1.0, 0.0), smooth)
+    _lif_forward(x, o, u, *_lif_constants(x.dtype, vth, tau, aa, center), smooth)
     return o, u
 
 
@@ -490,24 +504,31 @@ def lif_step(x_t, u_prev, o_prev, vth, tau):
     return o, u
 
 
+@njit(**_JIT)
+def _lif_grad_step(go, u, o, gu_next, gy, tau, center, inv_width, aa, zero, one, detach_reset):
+    """One step of the LIF gradient recurrence (numpy_ref.lif_backward) on 1-D slices of
+    neurons; gu_next (the gradient from step t + 1) becomes this step's gy."""
+    for i in range(go.shape[0]):
+        g = go[i]
+        if not detach_reset:
+            g = g - tau * u[i] * gu_next[i]
+        sg = inv_width if abs(u[i] - center) < aa else zero
+        gu = g * sg + tau * (one - o[i]) * gu_next[i]
+        gy[i] = gu
+        gu_next[i] = gu
+
+
 @njit(parallel=True, **_JIT)
 def _lif_backward(go, u, o, gx, tau, inv_width, aa, center, one, zero, detach_reset):
     T, M = go.shape
     nblocks = (M + _BLOCK - 1) // _BLOCK
     for blk in prange(nblocks):
         lo = blk * _BLOCK
-        n = min(lo + _BLOCK, M) - lo
-        gu_next = np.zeros(n, dtype=go.dtype)
+        hi = min(lo + _BLOCK, M)
+        gu_next = np.zeros(hi - lo, dtype=go.dtype)
         for t in range(T - 1, -1, -1):
-            for i in range(n):
-                m = lo + i
-                g = go[t, m]
-                if not detach_reset:
-                    g = g - tau * u[t, m] * gu_next[i]
-                sg = inv_width if abs(u[t, m] - center) < aa else zero
-                gu = g * sg + tau * (one - o[t, m]) * gu_next[i]
-                gx[t, m] = gu
-                gu_next[i] = gu
+            _lif_grad_step(go[t, lo:hi], u[t, lo:hi], o[t, lo:hi], gu_next, gx[t, lo:hi], tau,
+                           center, inv_width, aa, zero, one, detach_reset)
 
 
 def lif_backward(go, u, o, tau, aa, center, detach_reset):
@@ -517,7 +538,6 @@ def lif_backward(go, u, o, tau, aa, center, detach_reset):
     _lif_backward(go, u, o, gx, dt(tau), inv_width, dt(aa), dt(center), dt(1.0), dt(0.0),
                   detach_reset)
     return gx
-
 
 
 # --------------------------------------------------------------------------------------------
@@ -532,6 +552,14 @@ def lif_backward(go, u, o, tau, aa, center, detach_reset):
 
 # The inner loops run over 1-D slices: with them Numba/LLVM vectorises (about 7x faster than
 # indexing the 3-D arrays inside the loop, measured on the final layer's shape).
+
+
+@njit(**_JIT)
+def _neuron_block(item, nchunks, J):
+    """Parallel item -> (sample n, neurons [j0, j1)) for blocks of _BLOCK neurons."""
+    n = item // nchunks
+    j0 = (item % nchunks) * _BLOCK
+    return n, j0, min(j0 + _BLOCK, J)
 
 
 @njit(**_JIT)
@@ -558,9 +586,7 @@ def _bn_lif_forward(x, mean, invstd, gain, beta, o, vth, tau, width, center, hal
     T, N, J = x.shape
     nchunks = (J + _BLOCK - 1) // _BLOCK
     for item in prange(N * nchunks):
-        n = item // nchunks
-        j0 = (item % nchunks) * _BLOCK
-        j1 = min(j0 + _BLOCK, J)
+        n, j0, j1 = _neuron_block(item, nchunks, J)
         # two state buffers used in turn: a step must not read and write one array (the
         # vectoriser would fall back to scalar code)
         u = np.zeros((2, j1 - j0), dtype=x.dtype)
@@ -570,19 +596,6 @@ def _bn_lif_forward(x, mean, invstd, gain, beta, o, vth, tau, width, center, hal
             _bn_lif_step(x[t, n, j0:j1], mean[j0:j1], invstd[j0:j1], gain[j0:j1], beta[j0:j1],
                          u[t % 2], o_prev, u[(t + 1) % 2], o[t, n, j0:j1], vth, tau, width,
                          center, half, one, zero, smooth)
-
-
-@njit(**_JIT)
-def _lif_grad_step(go, u, o, gu_next, gy, tau, center, inv_width, aa, zero, one, detach_reset):
-    """One step of BPTT on 1-D slices (see lif_backward); gu_next becomes this step's gy."""
-    for i in range(go.shape[0]):
-        g = go[i]
-        if not detach_reset:
-            g = g - tau * u[i] * gu_next[i]
-        sg = inv_width if abs(u[i] - center) < aa else zero
-        gu = g * sg + tau * (one - o[i]) * gu_next[i]
-        gy[i] = gu
-        gu_next[i] = gu
 
 
 @njit(**_JIT)
@@ -601,9 +614,7 @@ def _bn_lif_backward_spikes(go, x, S, mean, invstd, gain, beta, gy, sums, vth, t
     T, N, J = x.shape
     nchunks = (J + _BLOCK - 1) // _BLOCK
     for item in prange(N * nchunks):
-        n = item // nchunks
-        j0 = (item % nchunks) * _BLOCK
-        j1 = min(j0 + _BLOCK, J)
+        n, j0, j1 = _neuron_block(item, nchunks, J)
         nb = j1 - j0
         u = np.zeros((T + 1, nb), dtype=x.dtype)    # row 0: the zero state before t = 0
         o = np.zeros((T + 1, nb), dtype=x.dtype)
@@ -658,36 +669,26 @@ def _per_neuron(values, S, dtype):
     return np.repeat(np.asarray(values).astype(dtype), S)
 
 
-def _lif_constants(dt, vth, tau, aa, center):
-    return _typed(dt, vth, tau, 2.0 * aa, center, 0.5)
-
-
 def _bn_lif_run(x, mean, invstd, gain, beta, vth, tau, aa, center, smooth):
     dt, S = x.dtype, x.shape[3]
     x3 = _neuron_view(x)
     o = np.empty_like(x3)
-    vth_, tau_, width, center_, half = _lif_constants(dt, vth, tau, aa, center)
     _bn_lif_forward(x3, _per_neuron(mean, S, dt), _per_neuron(invstd, S, dt),
-                    _per_neuron(gain, S, dt), _per_neuron(beta, S, dt), o, vth_, tau_, width,
-                    center_, half, dt.type(1), dt.type(0), smooth)
+                    _per_neuron(gain, S, dt), _per_neuron(beta, S, dt), o,
+                    *_lif_constants(dt, vth, tau, aa, center), smooth)
     return o.reshape(x.shape)
 
 
 def tdbn_lif_forward_train(x, gamma, beta, scale, eps, vth, tau, aa, center, smooth):
     T, N, C = x.shape[:3]
-    mean64, var64 = _channel_mean_var(np.ascontiguousarray(x).reshape(T * N, C, -1))
-    dt = x.dtype
-    mean, var = mean64.astype(dt), var64.astype(dt)
-    invstd = (1.0 / np.sqrt(var64 + eps)).astype(dt)
+    mean, var, invstd = _batch_statistics(np.ascontiguousarray(x).reshape(T * N, C, -1), eps)
     o = _bn_lif_run(x, mean, invstd, scale * gamma, beta, vth, tau, aa, center, smooth)
     return o, mean, var, invstd
 
 
 def tdbn_lif_forward_eval(x, gamma, beta, scale, running_mean, running_var, eps, vth, tau, aa,
                           center, smooth):
-    dt = x.dtype
-    mean = running_mean.astype(dt)
-    invstd = (1.0 / np.sqrt(running_var.astype(np.float64) + eps)).astype(dt)
+    mean, invstd = running_mean.astype(x.dtype), _inverse_std(running_var, eps, x.dtype)
     o = _bn_lif_run(x, mean, invstd, scale * gamma, beta, vth, tau, aa, center, smooth)
     return o, mean, invstd
 
@@ -701,11 +702,10 @@ def tdbn_lif_backward(go, x, mean, invstd, gamma, beta, scale, vth, tau, aa, cen
     sums = np.zeros((N * nchunks, 2, C), dtype=np.float64)
     gx = np.empty_like(x3)
     mean_j, invstd_j = _per_neuron(mean, S, dt), _per_neuron(invstd, S, dt)
-    vth_, tau_, width, center_, half = _lif_constants(dt, vth, tau, aa, center)
+    vth_, tau_, width, center_, half, one, zero = _lif_constants(dt, vth, tau, aa, center)
     _bn_lif_backward_spikes(go3, x3, S, mean_j, invstd_j, _per_neuron(scale * gamma, S, dt),
                             _per_neuron(beta, S, dt), gx, sums, vth_, tau_, width, center_, half,
-                            dt.type(1) / width, dt.type(aa), dt.type(1), dt.type(0), smooth,
-                            detach_reset)
+                            one / width, dt.type(aa), one, zero, smooth, detach_reset)
     s1, s2 = sums[:, 0].sum(axis=0).astype(dt), sums[:, 1].sum(axis=0).astype(dt)
     coef = (scale * gamma * invstd).astype(dt)
     n = T * N * S

@@ -239,7 +239,6 @@ def lif_backward(go, u, o, tau, aa, center, detach_reset):
     return gx
 
 
-
 # --------------------------------------------------------------------------------------------
 # tdBN followed by LIF as one operation, x (T, N, C, S) time first, channel axis 2:
 #   y = scale * gamma_c * xhat + beta_c,   xhat = (x - mean_c) * invstd_c,   o = LIF(y)
@@ -272,7 +271,7 @@ def tdbn_lif_forward_eval(x, gamma, beta, scale, running_mean, running_var, eps,
                           center, smooth):
     """x (T, N, C, S) -> (o, mean, invstd) with the running statistics as constants."""
     mean = running_mean.astype(x.dtype)
-    invstd = (1.0 / np.sqrt(running_var + eps)).astype(x.dtype)
+    invstd = (1.0 / np.sqrt(running_var + eps)).astype(x.dtype)      # as tdbn_forward_eval
     _, o, _ = _bn_lif_recompute(x, mean, invstd, gamma, beta, scale, vth, tau, aa, center, smooth)
     return o.reshape(x.shape), mean, invstd
 
