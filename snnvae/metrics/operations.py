@@ -171,10 +171,9 @@ def _instrument(model, spiking_model):
     weighted = {n for n, m in modules.items() if isinstance(m, _WEIGHTED)}
     tallies, patches = {}, _Patches()
 
-    def owner(name):
+    def in_block(name):
         # an LIF inside a spiking block is counted by the block (e.g. encoder.0), not patched
-        parent = name.rpartition(".")[0]
-        return parent if parent in weighted else name
+        return name.rpartition(".")[0] in weighted
 
     def weighted_op(tally, layer, x, how):
         x = _array(x)
@@ -208,9 +207,8 @@ def _instrument(model, spiking_model):
                         _t.add("step", neuron_updates=np.size(out))
                     return out, new_state
                 patches.set(m, "step", step)
-        elif isinstance(m, (LIF, MembraneOutput)) and owner(name) == name:
-            key = name
-            tally = tallies.setdefault(key, _Tally(type(m).__name__))
+        elif isinstance(m, (LIF, MembraneOutput)) and not in_block(name):
+            tally = tallies.setdefault(name, _Tally(type(m).__name__))
             count = "neuron_updates" if isinstance(m, LIF) else "mac"
 
             def forward(x, *a, _t=tally, _f=m.forward, _c=count, **kw):

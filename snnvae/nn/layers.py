@@ -92,14 +92,17 @@ class BatchNorm(Module):
         self.channel_axis, self.scale, self.momentum, self.eps = channel_axis, scale, momentum, eps
 
     def forward(self, x):
-        if self.training:
-            self.num_batches_tracked = self.num_batches_tracked + 1
+        self._count_batch()
         return F.batch_norm(x, self.weight, self.bias, self.running_mean, self.running_var,
                             training=self.training, channel_axis=self.channel_axis,
                             scale=self.scale, momentum=self.momentum, eps=self.eps)
 
     def extra_repr(self):
         return f"{self.weight.shape[0]}, scale {self.scale:g}"
+
+    def _count_batch(self):
+        if self.training:
+            self.num_batches_tracked = self.num_batches_tracked + 1
 
 
 def calibrate_running_statistics(model, forward):
@@ -130,6 +133,17 @@ class TdBatchNorm(BatchNorm):
         super().__init__(num_features, channel_axis=2, scale=alpha * vth, momentum=momentum,
                          eps=eps, dtype=dtype)
         self.alpha, self.vth = alpha, vth
+
+    def forward_then_lif(self, x, lif, smooth=False):
+        """tdBN, then the neurons of ``lif`` (an LIF module), as one fused operation
+        (``functional.td_batch_norm_lif``): the values of ``lif(self(x))``, keeping two arrays of
+        x's size for backward instead of five.
+        smooth: the LIF's smooth stand-in instead of Heaviside spikes."""
+        self._count_batch()
+        return F.td_batch_norm_lif(x, self.weight, self.bias, self.running_mean,
+                                   self.running_var, training=self.training, scale=self.scale,
+                                   lif_params=lif.params, smooth=smooth, momentum=self.momentum,
+                                   eps=self.eps)
 
 
 class LIF(Module):

@@ -22,9 +22,10 @@ class _SpikingMixin:
 
     def forward(self, x):
         y = super().forward(x)
+        mode = F.current_spike_mode()
         if self.bn is not None and self.spike is not None and _fusion[0] \
-                and F.current_spike_mode() in ("spike", "smooth"):
-            y = self._bn_lif(y)
+                and mode in ("spike", "smooth"):
+            y = self.bn.forward_then_lif(y, self.spike, smooth=mode == "smooth")
         else:
             if self.bn is not None:
                 y = self.bn(y)
@@ -33,18 +34,6 @@ class _SpikingMixin:
         if self.spike is not None and self.firing_rates is not None:
             self.firing_rates.append(float(y.data.mean()))
         return y
-
-    def _bn_lif(self, y):
-        """tdBN then LIF as one fused operation (same values, less memory; see
-        ``functional.tdbn_lif``)."""
-        bn = self.bn
-        if bn.training:
-            bn.num_batches_tracked = bn.num_batches_tracked + 1
-        return F.td_batch_norm_lif(y, bn.weight, bn.bias, bn.running_mean, bn.running_var,
-                                   training=bn.training, scale=bn.scale,
-                                   lif_params=self.spike.params,
-                                   smooth=F.current_spike_mode() == "smooth",
-                                   momentum=bn.momentum, eps=bn.eps)
 
     def step(self, x_t, state=None):
         """One time step in eval mode: x_t array (N, ...) -> (output (N, ...), new state).
