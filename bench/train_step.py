@@ -485,8 +485,8 @@ def main(argv=None):
     out.parent.mkdir(parents=True, exist_ok=True)
 
     meta = dict(date=datetime.datetime.now().isoformat(timespec="seconds"), argv=sys.argv[1:],
-                device=args.device, backend=backend.current(), tiny=args.tiny, unfused=args.unfused,
-                release_memory=args.release_memory,
+                device=args.device, backend=backend.current(), tiny=args.tiny,
+                unfused=args.unfused, release_memory=args.release_memory,
                 tiny_changes=TINY_CHANGES if args.tiny else None, models=models,
                 skipped_models=skipped, machine=machine(),
                 reference_matmul=reference_matmul(args.ref_size))

@@ -55,7 +55,10 @@ Where it pays off, and where dense BLAS wins
 In ``snnvae``: ``snnvae/kernels/event_driven.py``: ``event_linear_forward``,
 ``event_conv2d_forward`` (same arguments as ``linear_forward`` and ``conv2d_forward`` of
 ``numpy_ref``), ``firing_rate``, ``check_binary``; the dense kernels of ``snnvae.kernels.cpu``
-(the BLAS matrix product; im2col + BLAS for the conv) for the comparison.
+(the BLAS matrix product; im2col + BLAS for the conv) for the comparison. The models
+themselves use the event-driven idea where it paid off in training: the transposed
+convolutions of the decoder (``conv_transpose2d_forward`` in ``snnvae.kernels.cpu`` scatters
+the weights of the active inputs when fewer than 20 % are nonzero).
 
 What this lesson checks (exit status 1 if any fails):
   * a linear layer by hand: W s is the sum of the active columns;

@@ -10,10 +10,11 @@ memory back to the host, re-touching it costs ~2 ms per MB, and an FSVAE step at
 (3.5 GB of temporaries) took 11.6 s instead of 7.7 s.
 
 ``retain_freed_memory()`` asks glibc to serve every request from its heap (``M_MMAP_MAX = 0``)
-and never to trim the heap (``M_TRIM_THRESHOLD`` huge), so memory freed in one step is reused
-by the next without page faults. The cost: the process keeps its peak memory until it exits
-(its resident size no longer shrinks between steps); peak memory itself barely changes,
-because the same sizes are reused step after step.
+and not to trim the heap until ~2 GiB of its top are free (``M_TRIM_THRESHOLD``), so memory
+freed in one step is reused by the next without page faults. The costs: the resident size no
+longer shrinks between steps, and the peak grows somewhat, because a heap that returns nothing
+fragments (FSVAE at batch 250: 3.48 -> 3.95 GB, while 17.1 -> 26.5 images/s on the project's
+virtual machine; see bench/README.md).
 
 It only affects allocations made after the call, is a no-op (returning False) where the C
 library is not glibc (macOS, Windows, musl), and is opt-in: ``snnvae.train`` and the
@@ -28,9 +29,7 @@ import os
 # mallopt parameter numbers from glibc's <malloc.h>
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
-_NEVER_TRIM = 2 ** 31 - 1      # mallopt takes an int: ~2 GiB of free heap top before a trim
-
-_state = {"retained": False}
+_TRIM_THRESHOLD = 2 ** 31 - 1  # the largest int mallopt takes: ~2 GiB of free heap top
 
 
 def _glibc():
@@ -47,22 +46,14 @@ def _glibc():
 def retain_freed_memory() -> bool:
     """Make glibc keep freed memory for reuse instead of returning it to the kernel.
 
-    Returns True when the setting is in force (glibc, now or from an earlier call), False where
+    Returns True when the setting is in force (glibc; calling again is harmless), False where
     it is not available, or when the environment variable ``SNNVAE_RELEASE_MEMORY=1`` asks to
     keep the C library's defaults (e.g. to watch a run's resident size fall between steps).
     """
-    if _state["retained"]:
-        return True
     if os.environ.get("SNNVAE_RELEASE_MEMORY", "") not in ("", "0"):
         return False
     libc = _glibc()
     if libc is None:
         return False
-    ok = libc.mallopt(_M_MMAP_MAX, 0) == 1 and libc.mallopt(_M_TRIM_THRESHOLD, _NEVER_TRIM) == 1
-    _state["retained"] = ok
-    return ok
-
-
-def memory_retained() -> bool:
-    """Whether ``retain_freed_memory()`` is in force in this process."""
-    return _state["retained"]
+    return (libc.mallopt(_M_MMAP_MAX, 0) == 1
+            and libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD) == 1)
