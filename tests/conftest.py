@@ -9,6 +9,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# tests/cuda needs the CUDA simulator switched on before numba is first imported, so the main
+# run leaves it out and tests/test_cuda.py runs it in a subprocess with the right environment.
+collect_ignore = [] if os.environ.get("SNNVAE_CUDA_TESTS") else ["cuda"]
+
 
 def shared_dir() -> Path | None:
     """$SNNVAE_SHARED, else ../shared beside the project root (where CI puts it)."""

@@ -1,0 +1,118 @@
+"""Where CUDA kernels run and how they are launched: the one place that knows about devices.
+
+Every kernel in this package is written as a *grid-stride loop*: thread ``i`` of a launch with
+``n_threads`` threads in all handles items ``i, i + n_threads, i + 2 n_threads, ...``. The
+result never depends on the launch size, so the same kernel runs
+
+- on a GPU with enough blocks to fill it (``grid_1d``: up to ``MAX_BLOCKS`` blocks of
+  ``THREADS_PER_BLOCK`` threads), and
+- in the CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``, used by the tests on machines without a
+  GPU), where every simulated thread is a Python thread, with one small block.
+
+Arrays in, arrays out: a kernel wrapper accepts NumPy arrays or device arrays. ``to_device``
+moves a NumPy array over (a device array passes through untouched) and ``like_input`` brings a
+result back to the host when the caller gave host arrays, so the wrappers keep the signatures of
+the NumPy reference kernels while a caller that keeps its tensors on the device never pays a
+copy.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import config, cuda
+
+SIMULATOR = bool(config.ENABLE_CUDASIM)
+
+THREADS_PER_BLOCK = 32 if SIMULATOR else 256
+MAX_BLOCKS = 1 if SIMULATOR else 4096
+# Side of the square shared-memory tiles of the matrix products. Small in the simulator so
+# that the tiny test shapes still span several tiles (the edge handling gets exercised).
+TILE = 4 if SIMULATOR else 16
+
+
+class CudaUnavailableError(RuntimeError):
+    """Raised when a CUDA kernel is asked for on a machine where numba finds no GPU."""
+
+
+def gpu_found() -> bool:
+    """True where CUDA kernels can run: a GPU numba can use, or the simulator."""
+    return SIMULATOR or cuda.is_available()
+
+
+def require_gpu() -> None:
+    """Raise a CudaUnavailableError that says what to do when no GPU (or simulator) is there."""
+    if gpu_found():
+        return
+    raise CudaUnavailableError(
+        "no CUDA GPU was found. Check with `python -c \"from numba import cuda; cuda.detect()\"`; "
+        "install the GPU libraries with `pip install -e '.[cuda]'` (numba-cuda with the CUDA 12 "
+        "runtime) and an NVIDIA driver. Without a GPU, train on the CPU (--device cpu), or run "
+        "the kernels in the CUDA simulator by setting NUMBA_ENABLE_CUDASIM=1 before Python "
+        "starts (very slow: for tests on tiny shapes only).")
+
+
+def is_device_array(a) -> bool:
+    """True for numba device arrays (real or simulated) and any __cuda_array_interface__ one."""
+    if SIMULATOR:
+        return isinstance(a, cuda.devicearray.FakeCUDAArray)
+    return cuda.is_cuda_array(a)
+
+
+def to_device(a):
+    """A device array holding ``a`` (``a`` itself when it already is one)."""
+    if a is None or is_device_array(a):
+        return a
+    return cuda.to_device(np.ascontiguousarray(a))
+
+
+def on_host(*arrays) -> bool:
+    """True when the caller passed host (NumPy) arrays: results must go back to the host."""
+    return not any(is_device_array(a) for a in arrays if a is not None)
+
+
+def like_input(host: bool, *results):
+    """Copy results to the host when the inputs came from there; pass them through otherwise.
+    Returns one value for one result, a tuple for several (None stays None)."""
+    if host:
+        results = tuple(None if r is None else r.copy_to_host() for r in results)
+    return results[0] if len(results) == 1 else results
+
+
+def empty(shape, dtype):
+    return cuda.device_array(shape, dtype=dtype)
+
+
+def zeros(shape, dtype):
+    out = cuda.device_array(shape, dtype=dtype)
+    fill(out.reshape(out.size), 0)
+    return out
+
+
+@cuda.jit
+def _fill_kernel(out, value):
+    start, stride = cuda.grid(1), cuda.gridsize(1)
+    for i in range(start, out.shape[0], stride):
+        out[i] = value
+
+
+def fill(flat, value):
+    """Set every element of the 1-D device array ``flat`` to ``value``."""
+    _fill_kernel[grid_1d(flat.shape[0])](flat, flat.dtype.type(value))
+
+
+def grid_1d(n: int):
+    """(blocks, threads per block) for a grid-stride loop over ``n`` items."""
+    blocks = max(1, min(MAX_BLOCKS, (int(n) + THREADS_PER_BLOCK - 1) // THREADS_PER_BLOCK))
+    return blocks, THREADS_PER_BLOCK
+
+
+def grid_tiles(rows: int, cols: int, batch: int = 1):
+    """(blocks, threads) for a tiled product: one TILE x TILE block per output tile, z = batch."""
+    return ((cols + TILE - 1) // TILE, (rows + TILE - 1) // TILE, batch), (TILE, TILE)
+
+
+def device_memory_used_mb():
+    """Memory in use on the current GPU (all processes), in MB; None in the simulator."""
+    if SIMULATOR or not cuda.is_available():
+        return None
+    free, total = cuda.current_context().get_memory_info()
+    return (total - free) / 2**20

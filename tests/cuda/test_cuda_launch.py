@@ -1,0 +1,38 @@
+"""The launch helpers: grid-stride fills, host/device round trips, the no-GPU error."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from snnvae.kernels.cuda import launch
+
+
+@pytest.mark.parametrize("n", [1, 31, 32, 33, 1000])
+def test_fill_reaches_every_element_whatever_the_launch_size(n):
+    out = launch.empty((n,), np.float32)
+    launch.fill(out, 3.5)
+    np.testing.assert_array_equal(out.copy_to_host(), np.full(n, 3.5, np.float32))
+
+
+def test_zeros_of_a_multidimensional_shape():
+    z = launch.zeros((3, 5, 7), np.float64).copy_to_host()
+    assert z.shape == (3, 5, 7) and not z.any()
+
+
+def test_results_come_back_where_the_inputs_came_from():
+    host = np.arange(6.0)
+    dev = launch.to_device(host)
+    assert launch.is_device_array(dev) and launch.to_device(dev) is dev
+    assert launch.on_host(host, None) and not launch.on_host(host, dev)
+    back = launch.like_input(True, dev)
+    assert isinstance(back, np.ndarray) and np.array_equal(back, host)
+    assert launch.like_input(False, dev, None) == (dev, None)
+
+
+def test_grids_cover_the_work():
+    blocks, threads = launch.grid_1d(10_000)
+    assert blocks >= 1 and threads >= 1
+    grid, block = launch.grid_tiles(9, 5, batch=2)
+    assert block == (launch.TILE, launch.TILE)
+    assert grid[0] * launch.TILE >= 5 and grid[1] * launch.TILE >= 9 and grid[2] == 2
+
