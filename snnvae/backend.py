@@ -1,4 +1,4 @@
-"""Which kernel set runs the ops: the NumPy reference or the Numba CPU kernels.
+"""Which kernel set runs the ops: the NumPy reference, the Numba CPU kernels or numba.cuda.
 
 Every kernel module exposes the same names with the same signatures (see ``KERNEL_NAMES``);
 the functional layer asks ``kernels()`` for the active one and never imports a kernel module
@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 
-BACKENDS = ("numpy", "cpu")
+BACKENDS = ("numpy", "cpu", "cuda")
 KERNEL_NAMES = (
     "linear_forward", "linear_backward",
     "conv2d_forward", "conv2d_backward",
@@ -24,7 +24,8 @@ KERNEL_NAMES = (
     "membrane_forward", "membrane_backward",
     "adam_update",
 )
-_MODULES = {"numpy": "snnvae.kernels.numpy_ref", "cpu": "snnvae.kernels.cpu"}
+_MODULES = {"numpy": "snnvae.kernels.numpy_ref", "cpu": "snnvae.kernels.cpu",
+            "cuda": "snnvae.kernels.cuda"}
 _active = "cpu"
 
 
@@ -40,11 +41,22 @@ def current() -> str:
     return _active
 
 
+def available() -> tuple[str, ...]:
+    """The backends that can run here: 'cuda' only where numba finds a GPU (or the simulator)."""
+    from .kernels.cuda import launch
+    return BACKENDS if launch.gpu_found() else BACKENDS[:2]
+
+
 def set_backend(name: str) -> None:
-    """Make ``name`` ('numpy' or 'cpu') the backend of every following op."""
+    """Make ``name`` ('numpy', 'cpu' or 'cuda') the backend of every following op.
+
+    'cuda' raises ``CudaUnavailableError`` at once, with what to do, where there is no GPU."""
     global _active
     if name not in _MODULES:
         raise ValueError(f"unknown backend {name!r}; choose one of {BACKENDS}")
+    if name == "cuda":
+        from .kernels.cuda import launch
+        launch.require_gpu()
     _active = name
 
 

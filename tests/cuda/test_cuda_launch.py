@@ -36,3 +36,15 @@ def test_grids_cover_the_work():
     assert block == (launch.TILE, launch.TILE)
     assert grid[0] * launch.TILE >= 5 and grid[1] * launch.TILE >= 9 and grid[2] == 2
 
+
+def test_the_backend_offers_every_kernel_with_the_reference_signature():
+    import inspect
+
+    from snnvae import backend
+    from snnvae.kernels import numpy_ref
+    module = backend.kernels("cuda")
+    for name in backend.KERNEL_NAMES:
+        assert hasattr(module, name), f"snnvae.kernels.cuda lacks {name}"
+        ours = inspect.signature(getattr(module, name)).parameters
+        reference = inspect.signature(getattr(numpy_ref, name)).parameters
+        assert list(ours) == list(reference), f"{name}: {list(ours)} vs {list(reference)}"

@@ -1,0 +1,24 @@
+"""numba.cuda kernels: the same names and signatures as ``numpy_ref`` and ``cpu``.
+
+Importing this package needs no GPU (numba compiles a kernel at its first launch); calling a
+kernel where numba finds none raises ``launch.CudaUnavailableError`` saying what to do. Every
+kernel takes NumPy arrays (results come back to the host) or device arrays (results stay on
+the device, nothing is copied). The tests run them all in the CUDA simulator
+(``NUMBA_ENABLE_CUDASIM=1``) against the CPU kernels, and on a GPU where there is one.
+
+    launch.py     device checks, host/device helpers, launch sizes (grid-stride loops)
+    gemm.py       the shared-memory tiled matrix product every contraction uses
+    conv.py       linear, conv2d, conv_transpose2d (implicit GEMMs: no patch matrix)
+    batchnorm.py  tdBN and the fused tdBN -> LIF (per-channel block reductions)
+    neuron.py     LIF (one thread per neuron walking time), PSP, membrane output
+    optim.py      the Adam(W) update, one thread per parameter
+"""
+from ..numpy_ref import conv_out_size, conv_transpose_out_size  # noqa: F401
+from .batchnorm import (tdbn_backward_eval, tdbn_backward_train, tdbn_forward_eval,  # noqa: F401
+                        tdbn_forward_train, tdbn_lif_backward, tdbn_lif_forward_eval,
+                        tdbn_lif_forward_train)
+from .conv import (conv2d_backward, conv2d_forward, conv_transpose2d_backward,  # noqa: F401
+                   conv_transpose2d_forward, linear_backward, linear_forward)
+from .neuron import (lif_backward, lif_forward, lif_step, membrane_backward,  # noqa: F401
+                     membrane_forward, psp_backward, psp_forward)
+from .optim import adam_update  # noqa: F401
