@@ -355,8 +355,9 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--batch", type=int, nargs="+", help="batch sizes N (default: 16 64; "
                     "16 with --quick)")
-    ap.add_argument("--backends", nargs="+", default=list(backend.BACKENDS),
-                    choices=backend.BACKENDS)
+    ap.add_argument("--backends", nargs="+", default=list(backend.available()),
+                    choices=backend.BACKENDS, help="default: those that can run here (cuda "
+                    "only where numba finds a GPU)")
     ap.add_argument("--layers", nargs="+", help="only these layers (names as in the table)")
     ap.add_argument("--repeats", type=int, help="timed repeats per kernel (default 7; 3 quick)")
     ap.add_argument("--min-time", type=float, help="seconds per repeat; short kernels are "
@@ -368,6 +369,12 @@ def main(argv=None):
                     f", or {QUICK_OUT.relative_to(ROOT)} with --quick)")
     ap.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     args = ap.parse_args(argv)
+    if "cuda" in args.backends and "cuda" not in backend.available():
+        from snnvae.kernels.cuda.launch import CudaUnavailableError, require_gpu
+        try:
+            require_gpu()
+        except CudaUnavailableError as err:
+            ap.error(f"--backends cuda: {err}")
 
     batches = args.batch or ([16] if args.quick else [16, 64])
     repeats = args.repeats or (3 if args.quick else 7)

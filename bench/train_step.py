@@ -236,6 +236,7 @@ def run_train(spec):
         step(batch)
         times.append(time.perf_counter() - start)
     peak = rss_mb("VmHWM")
+    device_mb = device_memory_mb(spec)
     timed = times[warmup:]
     median = statistics.median(timed)
 
@@ -251,10 +252,18 @@ def run_train(spec):
                 images_per_s=n / median, dense_macs_per_image=macs,
                 gflops=2 * macs["total"] * n / median / 1e9,
                 peak_rss_mb=peak, baseline_rss_mb=baseline, peak_excludes_setup=peak_reset,
-                data=source,
+                device_memory_mb=device_mb, data=source,
                 profiled_step_s=profiled, module_forward_shares=shares(mt.seconds, profiled),
                 kernel_shares=shares(kt.seconds, profiled),
                 kernel_share_total=sum(kt.seconds.values()) / profiled)
+
+
+def device_memory_mb(spec):
+    """GPU memory in use after the timed steps (--device cuda on a GPU), else None."""
+    if spec.get("device") != "cuda":
+        return None
+    from snnvae.kernels.cuda.launch import device_memory_used_mb
+    return device_memory_used_mb()
 
 
 def run_eval(spec):
@@ -317,6 +326,9 @@ def child_main(spec_path, result_path):
     from snnvae.memory import retain_freed_memory
     from snnvae.nn import unfused_blocks
     spec = json.loads(Path(spec_path).read_text())
+    if spec.get("device") == "cuda":
+        from snnvae import backend
+        backend.set_backend("cuda")
     # as snnvae.train does: freed memory stays in the process (see snnvae.memory)
     retained = False if spec.get("release_memory") else retain_freed_memory()
     with unfused_blocks() if spec.get("unfused") else contextlib.nullcontext():
@@ -438,7 +450,8 @@ def main(argv=None):
     ap.add_argument("--eval-batch", type=int, default=64)
     ap.add_argument("--eval-repeats", type=int, default=5)
     ap.add_argument("--no-eval", action="store_true", help="training steps only")
-    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                    help="cuda: the numba.cuda kernels on the GPU (fails at once without one)")
     ap.add_argument("--tiny", action="store_true",
                     help=f"narrow models {TINY_CHANGES} for smoke tests (not the paper config)")
     ap.add_argument("--unfused", action="store_true",
@@ -460,10 +473,12 @@ def main(argv=None):
         child_main(*args.child)
         return 0
     if args.device == "cuda":
-        print("train_step: --device cuda is not available yet: snnvae has only CPU backends "
-              "(the NumPy reference and the Numba kernels). Run with --device cpu.",
-              file=sys.stderr)
-        return 2
+        from snnvae.kernels.cuda.launch import CudaUnavailableError, require_gpu
+        try:
+            require_gpu()
+        except CudaUnavailableError as err:
+            print(f"train_step: --device cuda: {err}", file=sys.stderr)
+            return 2
     for name in ("steps", "eval_batch", "eval_repeats"):
         if getattr(args, name) < 1:
             ap.error(f"--{name.replace('_', '-')} must be at least 1")
@@ -485,7 +500,8 @@ def main(argv=None):
     out.parent.mkdir(parents=True, exist_ok=True)
 
     meta = dict(date=datetime.datetime.now().isoformat(timespec="seconds"), argv=sys.argv[1:],
-                device=args.device, backend=backend.current(), tiny=args.tiny,
+                device=args.device,
+                backend="cuda" if args.device == "cuda" else backend.current(), tiny=args.tiny,
                 unfused=args.unfused, release_memory=args.release_memory,
                 tiny_changes=TINY_CHANGES if args.tiny else None, models=models,
                 skipped_models=skipped, machine=machine(),
@@ -499,6 +515,7 @@ def main(argv=None):
         print("warning: " + meta["warning"])
     ref = meta["reference_matmul"]["gflops"]
     common = dict(seed=args.seed, tiny=args.tiny, warmup=args.warmup, unfused=args.unfused,
+                  device=args.device,
                   release_memory=args.release_memory,
                   data_dir=None if args.data_dir is None else str(args.data_dir))
     specs = [dict(common, kind="train", model=m, batch_size=b, steps=args.steps)

@@ -193,8 +193,12 @@ def describe(model, config):
 def main(argv=None):
     args = parse_args(argv)
     if args.device == "cuda":
-        sys.exit("error: --device cuda is not available yet (the numba.cuda backend is being "
-                 "built); run on the CPU with --device cpu")
+        from snnvae import backend
+        from snnvae.kernels.cuda.launch import CudaUnavailableError
+        try:
+            backend.set_backend("cuda")
+        except CudaUnavailableError as err:
+            sys.exit(f"error: --device cuda: {err}")
     config, settings = build(args)
     out = args.out or Path("runs") / f"{args.model}_{args.dataset}_{args.preset}"
     try:

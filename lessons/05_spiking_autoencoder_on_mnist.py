@@ -40,10 +40,11 @@ Figures: ``05_reconstructions.png`` (test digits, untrained and trained reconstr
 bottleneck spike counts) and ``05_training.png`` (loss curve, firing rates per layer).
 
 Run:  python lessons/05_spiking_autoencoder_on_mnist.py [--fast] [--out DIR] [--seed S]
-          [--steps N] [--T T] [--backend numpy|cpu]
+          [--steps N] [--T T] [--backend numpy|cpu|cuda]
 """
 from __future__ import annotations
 
+import sys
 import time
 
 import numpy as np
@@ -101,10 +102,14 @@ def main():
         parser.add_argument("--T", type=int, default=None,
                             help="time steps (default: 4 with --fast, 6 otherwise)")
         parser.add_argument("--backend", choices=backend.BACKENDS, default="cpu",
-                            help="kernels: 'cpu' (Numba, default) or 'numpy' (the reference)")
+                            help="kernels: 'cpu' (Numba, default), 'numpy' (the reference) or "
+                                 "'cuda' (numba.cuda; needs a GPU)")
 
     args = parse_args(__doc__, extra=extra)
-    backend.set_backend(args.backend)
+    try:
+        backend.set_backend(args.backend)
+    except RuntimeError as err:      # CudaUnavailableError: says what to do
+        sys.exit(f"error: {err}")
     rng = np.random.default_rng(args.seed)
     chk = Checker("lesson 05")
     banner("Lesson 05: a spiking convolutional autoencoder on MNIST")

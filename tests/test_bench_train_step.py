@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from snnvae.kernels.cuda.launch import gpu_found
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "bench" / "train_step.py"
 
@@ -64,9 +66,11 @@ def test_tiny_run_writes_json_and_markdown(tmp_path):
     assert "reconstruct" in md and "sample" in md and "% of matmul" in md
 
 
-def test_cuda_and_unknown_models_are_refused_clearly(tmp_path):
-    proc = run("--device", "cuda", "--out", str(tmp_path / "x.json"))
-    assert proc.returncode == 2 and "not available yet" in proc.stderr
+def test_cuda_without_a_gpu_and_unknown_models_are_refused_clearly(tmp_path):
+    if not gpu_found():
+        proc = run("--device", "cuda", "--out", str(tmp_path / "x.json"))
+        assert proc.returncode == 2 and "no CUDA GPU was found" in proc.stderr
+        assert "cuda.detect()" in proc.stderr and "--device cpu" in proc.stderr
     proc = run("--models", "NoSuchVAE", "--out", str(tmp_path / "x.json"))
     assert proc.returncode == 2 and "NoSuchVAE" in proc.stderr
     assert not (tmp_path / "x.json").exists()

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from snnvae.kernels.cuda.launch import gpu_found
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -39,7 +41,8 @@ def test_resume_without_checkpoint_names_the_likely_cause(example, tmp_path, cap
     (["--epochs", "0"], "positive integer"),
     (["--timesteps", "-1"], "positive integer"),
     (["--lr", "0"], "positive number"),
-    (["--device", "cuda"], "not available yet"),
+    pytest.param(["--device", "cuda"], "no CUDA GPU was found",
+                 marks=pytest.mark.skipif(gpu_found(), reason="this machine has a GPU")),
     (["--dataset", "cifar"], "invalid choice"),
 ])
 def test_bad_arguments(example, tmp_path, capsys, argv, text):
