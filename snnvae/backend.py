@@ -44,7 +44,7 @@ def current() -> str:
 def available() -> tuple[str, ...]:
     """The backends that can run here: 'cuda' only where numba finds a GPU (or the simulator)."""
     from .kernels.cuda import launch
-    return BACKENDS if launch.gpu_found() else BACKENDS[:2]
+    return tuple(b for b in BACKENDS if b != "cuda" or launch.gpu_found())
 
 
 def set_backend(name: str) -> None:

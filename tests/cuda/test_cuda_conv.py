@@ -174,3 +174,9 @@ def test_results_stay_where_the_inputs_are(rng):
             assert isinstance(h, np.ndarray), f"{name}: host inputs gave {type(h)}"
             assert launch.is_device_array(d), f"{name}: device inputs gave {type(d)}"
             np.testing.assert_array_equal(d.copy_to_host(), h, err_msg=name)
+
+
+def test_gemm_refuses_a_host_out_with_device_operands(rng):
+    a = launch.to_device(random(rng, (3, 4), np.float64))
+    with pytest.raises(ValueError, match="device array as out"):
+        gemm.gemm(a, random(rng, (4, 2), np.float64), out=np.zeros((3, 2)))

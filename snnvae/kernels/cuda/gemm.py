@@ -18,7 +18,7 @@ an operand is read along the axis that is contiguous in memory: along k for A st
 along m for A stored transposed, (K, M); the same for B. The transposed copy lands in shared
 memory transposed (``tile[tx, ty]``), so the multiply-add loop reads the tiles the same way in
 all cases. The tiles are TILE x (TILE + 1): with the extra column, a transposed copy (consecutive
-threads writing down a column) hits TILE different shared-memory banks instead of one.
+threads writing down a column) spreads over (nearly) all shared-memory banks instead of a few.
 
 The same loop computes convolutions (``conv.py``): an *implicit GEMM* has the same tiles but
 gathers op(A) and op(B) from images through index arithmetic instead of reading stored matrices.
@@ -228,6 +228,9 @@ def gemm(a, b, trans_a=False, trans_b=False, out=None, alpha=1.0, beta=0.0):
     """
     launch.require_gpu()
     host = launch.on_host(a, b, out)
+    if out is not None and not host and not launch.is_device_array(out):
+        raise ValueError("gemm: out is a host array but an operand is on the device; pass a "
+                         "device array as out (or host operands)")
     a_dev, b_dev = launch.to_device(a), launch.to_device(b)
     if out is None:
         a_batch, a_rows, a_cols = _batched_shape(a_dev)

@@ -81,24 +81,6 @@ def empty(shape, dtype):
     return cuda.device_array(shape, dtype=dtype)
 
 
-def zeros(shape, dtype):
-    out = cuda.device_array(shape, dtype=dtype)
-    fill(out.reshape(out.size), 0)
-    return out
-
-
-@cuda.jit
-def _fill_kernel(out, value):
-    start, stride = cuda.grid(1), cuda.gridsize(1)
-    for i in range(start, out.shape[0], stride):
-        out[i] = value
-
-
-def fill(flat, value):
-    """Set every element of the 1-D device array ``flat`` to ``value``."""
-    _fill_kernel[grid_1d(flat.shape[0])](flat, flat.dtype.type(value))
-
-
 def grid_1d(n: int):
     """(blocks, threads per block) for a grid-stride loop over ``n`` items."""
     blocks = max(1, min(MAX_BLOCKS, (int(n) + THREADS_PER_BLOCK - 1) // THREADS_PER_BLOCK))

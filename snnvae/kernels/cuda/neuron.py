@@ -252,7 +252,8 @@ def psp_backward(gy, tau_s):
     gy = launch.to_device(gy)
     gx = launch.empty(gy.shape, gy.dtype)
     gy2 = _time_major(gy)
-    # keep = 1 - 1/tau_s is computed in float64, then cast (as the CPU kernel does)
+    # keep = 1 - 1/tau_s is computed in float64, then cast to the array's dtype (as numpy_ref;
+    # the Numba CPU kernel keeps it and the state in float64)
     _psp_backward_kernel[launch.grid_1d(gy2.shape[1])](
         gy2, _time_major(gx), *_typed(gy.dtype, tau_s, 1.0 - 1.0 / tau_s, 0.0))
     return launch.like_input(host, gx)
