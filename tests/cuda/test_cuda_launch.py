@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from snnvae.kernels.cuda import launch
+from snnvae.kernels.cuda import gemm, launch
 
 
 def test_results_come_back_where_the_inputs_came_from():
@@ -19,9 +19,11 @@ def test_results_come_back_where_the_inputs_came_from():
 def test_grids_cover_the_work():
     blocks, threads = launch.grid_1d(10_000)
     assert blocks >= 1 and threads >= 1
-    grid, block = launch.grid_tiles(9, 5, batch=2)
+    grid, block = gemm.tile_grid(9, 5, batch=2, max_blocks=10**6)
     assert block == (launch.TILE, launch.TILE)
     assert grid[0] * launch.TILE >= 5 and grid[1] * launch.TILE >= 9 and grid[2] == 2
+    grid, _ = gemm.tile_grid(1000, 1000, batch=7, max_blocks=4)
+    assert grid[0] * grid[1] * grid[2] <= 4
 
 
 def test_the_backend_offers_every_kernel_with_the_reference_signature():

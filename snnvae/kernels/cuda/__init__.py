@@ -9,7 +9,8 @@ the device, nothing is copied). The tests run them all in the CUDA simulator
     launch.py     device checks, host/device helpers, launch sizes (grid-stride loops)
     gemm.py       the shared-memory tiled matrix product every contraction uses
     conv.py       linear, conv2d, conv_transpose2d (implicit GEMMs: no patch matrix)
-    batchnorm.py  tdBN and the fused tdBN -> LIF (per-channel block reductions)
+    reduce.py     per-channel sums: one block per channel, a shared-memory tree, float64
+    batchnorm.py  tdBN and the fused tdBN -> LIF
     neuron.py     LIF (one thread per neuron walking time), PSP, membrane output
     optim.py      the Adam(W) update, one thread per parameter
 """

@@ -37,21 +37,18 @@ size H x W. So, with that convolution's geometry:
 ``output_padding`` only makes the transposed output larger: the extra rows and columns get
 what reaches them (nothing but the bias when output_padding < stride).
 
-Biases: one small kernel adds them (a grid-stride loop over y), two reduce the gradients
-(sum over batch and space per channel).
+Biases: one small kernel adds them (a grid-stride loop over y); their gradients are the sums
+of gy per channel (``reduce.channel_sums``, in float64; a linear layer's gy (R, F) is read as
+(R, F, 1)).
 """
 from __future__ import annotations
 
-import functools
-
 import numpy as np
-from numba import cuda, from_dtype
+from numba import cuda
 
 from ..numpy_ref import conv_out_size, conv_transpose_out_size
 from . import gemm, launch
-
-if launch.THREADS_PER_BLOCK & (launch.THREADS_PER_BLOCK - 1):
-    raise ImportError("the block reduction of conv.py needs THREADS_PER_BLOCK a power of 2")
+from .reduce import channel_sums
 
 # --------------------------------------------------------------------------------------------
 # Index maps of the convolution products. ``params`` is the geometry of one convolution,
@@ -216,6 +213,7 @@ def _conv_forward_into(y, x, w, geometry):
     C_in, H, W, C_out, Ho, Wo, kh, kw, _, _ = geometry
     gemm.launch_tiled(_forward_kernel(y.dtype), y, w, x, C_out, x.shape[0] * Ho * Wo,
                       C_in * kh * kw, geometry)
+    return y
 
 
 def _conv_input_grad_into(gx, gy, w, geometry):
@@ -223,6 +221,7 @@ def _conv_input_grad_into(gx, gy, w, geometry):
     C_in, H, W, C_out, Ho, Wo, kh, kw, _, _ = geometry
     gemm.launch_tiled(_input_grad_kernel(gx.dtype), gx, w, gy, C_in, gx.shape[0] * H * W,
                       C_out * kh * kw, geometry)
+    return gx
 
 
 def _conv_weight_grad_into(gw, gy, x, geometry):
@@ -230,6 +229,7 @@ def _conv_weight_grad_into(gw, gy, x, geometry):
     C_in, H, W, C_out, Ho, Wo, kh, kw, _, _ = geometry
     gemm.launch_tiled(_weight_grad_kernel(gw.dtype), gw, gy, x, C_out, C_in * kh * kw,
                       x.shape[0] * Ho * Wo, geometry)
+    return gw
 
 
 # --------------------------------------------------------------------------------------------
@@ -247,89 +247,23 @@ def _add_bias_kernel(y, bias, channels, positions):
         y[index] += bias[(index // positions) % channels]
 
 
-def _add_bias(y, bias):
-    """y (B, C, ...) += bias[c] in place on the device; (R, F) counts as C = F, S = 1."""
+def _with_bias(y, bias):
+    """y (B, C, ...) += bias[c] in place on the device, if there is a bias; (R, F) counts as
+    C = F, S = 1. Returns y."""
     channels = y.shape[1]
     positions = y.size // max(1, y.shape[0] * channels)
-    if y.size:
-        _add_bias_kernel[launch.grid_1d(y.size)](gemm.flat(y), bias, channels, positions)
+    if bias is not None and y.size:
+        _add_bias_kernel[launch.grid_1d(y.size)](launch.flat(y), bias, channels, positions)
+    return y
 
 
-@functools.lru_cache(maxsize=None)
-def _channel_sum_kernel(dtype):
-    element = from_dtype(np.dtype(dtype))
-    THREADS = launch.THREADS_PER_BLOCK
-
-    @cuda.jit
-    def kernel(g, total):
-        """total[c] = sum over b and s of g[b, c, s], g (B, C, S). One block per channel
-        (blocks take channels in a grid-stride loop): thread t sums items t, t + THREADS, ...
-        of the channel's B * S values, item (b, s), so consecutive threads read adjacent s of
-        one row g[b, c, :] (coalesced). The THREADS partial sums meet in shared memory and are
-        added pairwise in log2(THREADS) steps (a tree: half the threads add the upper half to
-        the lower half, then a quarter, ...), with a barrier between steps."""
-        partial = cuda.shared.array(THREADS, element)
-        t = cuda.threadIdx.x
-        batch, channels, positions = g.shape
-        for c in range(cuda.blockIdx.x, channels, cuda.gridDim.x):
-            acc = element(0)
-            for item in range(t, batch * positions, THREADS):
-                b = item // positions
-                acc += g[b, c, item - b * positions]
-            partial[t] = acc
-            cuda.syncthreads()
-            half = THREADS // 2
-            while half > 0:
-                if t < half:
-                    partial[t] += partial[t + half]
-                cuda.syncthreads()
-                half //= 2
-            if t == 0:
-                total[c] = partial[0]
-            # partial[0] must be read before the next channel overwrites the shared array.
-            cuda.syncthreads()
-
-    return kernel
-
-
-@functools.lru_cache(maxsize=None)
-def _column_sum_kernel(dtype):
-    element = from_dtype(np.dtype(dtype))
-
-    @cuda.jit
-    def kernel(g, total):
-        """total[f] = sum_r g[r, f], g (R, F): the linear layer's bias gradient. Grid-stride
-        loop over the columns, one thread per column walking down the rows: at every row
-        consecutive threads read adjacent elements of that row (coalesced), and each sum is
-        private to its thread (no shared memory, no atomics)."""
-        start, step = cuda.grid(1), cuda.gridsize(1)
-        rows, cols = g.shape
-        for f in range(start, cols, step):
-            acc = element(0)
-            for r in range(rows):
-                acc += g[r, f]
-            total[f] = acc
-
-    return kernel
-
-
-def _channel_sums(gy):
-    """Sum of gy (B, C, ...) over every axis but the channels, on the device -> (C,)."""
+def _bias_grad(gy, has_bias):
+    """dL/dbias = the sum of gy (B, C, ...) over every axis but the channels (C,), summed in
+    float64 by ``reduce.channel_sums`` (one block per channel); None without a bias."""
+    if not has_bias:
+        return None
     B, C = gy.shape[0], gy.shape[1]
-    total = launch.empty((C,), gy.dtype)
-    if C:
-        g3 = gy.reshape(B, C, gy.size // max(1, B * C))
-        blocks = max(1, min(C, launch.MAX_BLOCKS))
-        _channel_sum_kernel(gy.dtype)[blocks, launch.THREADS_PER_BLOCK](g3, total)
-    return total
-
-
-def _column_sums(g):
-    """Sum of g (R, F) over the rows, on the device -> (F,)."""
-    total = launch.empty((g.shape[1],), g.dtype)
-    if g.shape[1]:
-        _column_sum_kernel(g.dtype)[launch.grid_1d(g.shape[1])](g, total)
-    return total
+    return channel_sums(gy.reshape(B, C, gy.size // max(1, B * C)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -339,83 +273,55 @@ def _column_sums(g):
 
 def linear_forward(x, w, b):
     """x (R, F_in), w (F_out, F_in), b (F_out,) or None -> y (R, F_out) = x w^T + b."""
-    launch.require_gpu()
-    host = launch.on_host(x, w, b)
-    x, w, b = launch.to_device(x), launch.to_device(w), launch.to_device(b)
-    y = launch.empty((x.shape[0], w.shape[0]), x.dtype)
-    gemm.gemm_into(y, x, w, trans_b=True)
-    if b is not None:
-        _add_bias(y, b)
-    return launch.like_input(host, y)
+    host, x, w, b = launch.receive(x, w, b)
+    y = gemm.gemm_into(launch.empty((x.shape[0], w.shape[0]), x.dtype), x, w, trans_b=True)
+    return launch.like_input(host, _with_bias(y, b))
 
 
 def linear_backward(gy, x, w, has_bias):
     """Gradients of ``linear_forward``: gx = gy w, gw = gy^T x, gb = sum_r gy (or None)."""
-    launch.require_gpu()
-    host = launch.on_host(gy, x, w)
-    gy, x, w = launch.to_device(gy), launch.to_device(x), launch.to_device(w)
-    gx = gemm.gemm_into(launch.empty(tuple(x.shape), gy.dtype), gy, w)
-    gw = gemm.gemm_into(launch.empty(tuple(w.shape), gy.dtype), gy, x, trans_a=True)
-    gb = _column_sums(gy) if has_bias else None
-    return launch.like_input(host, gx, gw, gb)
+    host, gy, x, w = launch.receive(gy, x, w)
+    gx = gemm.gemm_into(launch.empty(x.shape, gy.dtype), gy, w)
+    gw = gemm.gemm_into(launch.empty(w.shape, gy.dtype), gy, x, trans_a=True)
+    return launch.like_input(host, gx, gw, _bias_grad(gy, has_bias))
 
 
 def conv2d_forward(x, w, b, stride, padding):
     """x (B, C_in, H, W), w (C_out, C_in, kh, kw), b (C_out,) or None -> (B, C_out, Ho, Wo)."""
-    launch.require_gpu()
-    host = launch.on_host(x, w, b)
-    x, w, b = launch.to_device(x), launch.to_device(w), launch.to_device(b)
+    host, x, w, b = launch.receive(x, w, b)
     B, _, H, W = x.shape
     C_out, _, kh, kw = w.shape
-    y_shape = (B, C_out, conv_out_size(H, kh, stride, padding),
-               conv_out_size(W, kw, stride, padding))
-    y = launch.empty(y_shape, x.dtype)
-    _conv_forward_into(y, x, w, _geometry(x.shape, w.shape, y_shape, stride, padding))
-    if b is not None:
-        _add_bias(y, b)
-    return launch.like_input(host, y)
+    y = launch.empty((B, C_out, conv_out_size(H, kh, stride, padding),
+                      conv_out_size(W, kw, stride, padding)), x.dtype)
+    _conv_forward_into(y, x, w, _geometry(x.shape, w.shape, y.shape, stride, padding))
+    return launch.like_input(host, _with_bias(y, b))
 
 
 def conv2d_backward(gy, x, w, stride, padding, has_bias):
     """Gradients of ``conv2d_forward`` for gy (B, C_out, Ho, Wo): (gx, gw, gb)."""
-    launch.require_gpu()
-    host = launch.on_host(gy, x, w)
-    gy, x, w = launch.to_device(gy), launch.to_device(x), launch.to_device(w)
+    host, gy, x, w = launch.receive(gy, x, w)
     geometry = _geometry(x.shape, w.shape, gy.shape, stride, padding)
-    gx = launch.empty(tuple(x.shape), gy.dtype)
-    gw = launch.empty(tuple(w.shape), gy.dtype)
-    _conv_input_grad_into(gx, gy, w, geometry)
-    _conv_weight_grad_into(gw, gy, x, geometry)
-    gb = _channel_sums(gy) if has_bias else None
-    return launch.like_input(host, gx, gw, gb)
+    gx = _conv_input_grad_into(launch.empty(x.shape, gy.dtype), gy, w, geometry)
+    gw = _conv_weight_grad_into(launch.empty(w.shape, gy.dtype), gy, x, geometry)
+    return launch.like_input(host, gx, gw, _bias_grad(gy, has_bias))
 
 
 def conv_transpose2d_forward(x, w, b, stride, padding, output_padding):
     """x (B, C_in, H, W), w (C_in, C_out, kh, kw) -> (B, C_out, Ho, Wo)."""
-    launch.require_gpu()
-    host = launch.on_host(x, w, b)
-    x, w, b = launch.to_device(x), launch.to_device(w), launch.to_device(b)
+    host, x, w, b = launch.receive(x, w, b)
     B, _, H, W = x.shape
     _, C_out, kh, kw = w.shape
-    y_shape = (B, C_out, conv_transpose_out_size(H, kh, stride, padding, output_padding),
-               conv_transpose_out_size(W, kw, stride, padding, output_padding))
-    y = launch.empty(y_shape, x.dtype)
+    y = launch.empty((B, C_out, conv_transpose_out_size(H, kh, stride, padding, output_padding),
+                      conv_transpose_out_size(W, kw, stride, padding, output_padding)), x.dtype)
     # The convolution whose adjoint this is maps y-sized images to x-sized ones.
-    _conv_input_grad_into(y, x, w, _geometry(y_shape, w.shape, x.shape, stride, padding))
-    if b is not None:
-        _add_bias(y, b)
-    return launch.like_input(host, y)
+    _conv_input_grad_into(y, x, w, _geometry(y.shape, w.shape, x.shape, stride, padding))
+    return launch.like_input(host, _with_bias(y, b))
 
 
 def conv_transpose2d_backward(gy, x, w, stride, padding, has_bias):
     """Gradients of ``conv_transpose2d_forward`` for gy (B, C_out, Ho, Wo): (gx, gw, gb)."""
-    launch.require_gpu()
-    host = launch.on_host(gy, x, w)
-    gy, x, w = launch.to_device(gy), launch.to_device(x), launch.to_device(w)
+    host, gy, x, w = launch.receive(gy, x, w)
     geometry = _geometry(gy.shape, w.shape, x.shape, stride, padding)
-    gx = launch.empty(tuple(x.shape), gy.dtype)
-    gw = launch.empty(tuple(w.shape), gy.dtype)
-    _conv_forward_into(gx, gy, w, geometry)
-    _conv_weight_grad_into(gw, x, gy, geometry)
-    gb = _channel_sums(gy) if has_bias else None
-    return launch.like_input(host, gx, gw, gb)
+    gx = _conv_forward_into(launch.empty(x.shape, gy.dtype), gy, w, geometry)
+    gw = _conv_weight_grad_into(launch.empty(w.shape, gy.dtype), x, gy, geometry)
+    return launch.like_input(host, gx, gw, _bias_grad(gy, has_bias))

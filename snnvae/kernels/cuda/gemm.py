@@ -109,19 +109,15 @@ def tiled_product_kernel(dtype, a_index, a_along_k, b_index, b_along_n, c_index)
     return kernel
 
 
-def flat(a):
-    """The 1-D view of a contiguous device array that the tiled kernels index."""
-    return a.reshape(a.size)
-
-
-def tile_grid(rows, cols, batch=1):
-    """(grid, block) for a tiled product: ``launch.grid_tiles``, capped at ``launch.MAX_BLOCKS``
-    blocks in all (and CUDA's limit on y and z); the kernels loop over the remaining tiles."""
-    (gx, gy, gz), block = launch.grid_tiles(rows, cols, batch)
-    gx = min(gx, launch.MAX_BLOCKS)
-    gy = min(gy, max(1, launch.MAX_BLOCKS // gx), _MAX_GRID_YZ)
-    gz = min(gz, max(1, launch.MAX_BLOCKS // (gx * gy)), _MAX_GRID_YZ)
-    return (gx, gy, gz), block
+def tile_grid(rows, cols, batch=1, max_blocks=launch.MAX_BLOCKS):
+    """(grid, block) for a tiled product: one TILE x TILE block per output tile (x along the
+    columns, y along the rows, z along the batch), capped at ``max_blocks`` blocks in all and
+    at CUDA's limit on y and z; the kernels loop over the remaining tiles."""
+    T = launch.TILE
+    gx = min((cols + T - 1) // T, max_blocks)
+    gy = min((rows + T - 1) // T, max(1, max_blocks // gx), _MAX_GRID_YZ)
+    gz = min(batch, max(1, max_blocks // (gx * gy)), _MAX_GRID_YZ)
+    return (gx, gy, gz), (T, T)
 
 
 def launch_tiled(kernel, c, a, b, M, N, K, params, batch=1, alpha=1.0, beta=0.0, grid=None):
@@ -135,8 +131,8 @@ def launch_tiled(kernel, c, a, b, M, N, K, params, batch=1, alpha=1.0, beta=0.0,
     else:
         block = (launch.TILE, launch.TILE)
     scalar = c.dtype.type
-    kernel[grid, block](flat(c), flat(a), flat(b), M, N, K, batch, params, scalar(alpha),
-                        scalar(beta))
+    kernel[grid, block](launch.flat(c), launch.flat(a), launch.flat(b), M, N, K, batch, params,
+                        scalar(alpha), scalar(beta))
 
 
 # --------------------------------------------------------------------------------------------
@@ -226,12 +222,11 @@ def gemm(a, b, trans_a=False, trans_b=False, out=None, alpha=1.0, beta=0.0):
     be a device array when the inputs are). Host inputs give a host result, device inputs a
     device result. The result dtype is A's.
     """
-    launch.require_gpu()
-    host = launch.on_host(a, b, out)
+    host, a_dev, b_dev = launch.receive(a, b)
+    host = host and launch.on_host(out)
     if out is not None and not host and not launch.is_device_array(out):
         raise ValueError("gemm: out is a host array but an operand is on the device; pass a "
                          "device array as out (or host operands)")
-    a_dev, b_dev = launch.to_device(a), launch.to_device(b)
     if out is None:
         a_batch, a_rows, a_cols = _batched_shape(a_dev)
         b_batch, b_rows, b_cols = _batched_shape(b_dev)

@@ -69,6 +69,45 @@ def on_host(*arrays) -> bool:
     return not any(is_device_array(a) for a in arrays if a is not None)
 
 
+def receive(x, *others):
+    """What every kernel wrapper does first: check for a GPU, note whether the caller works on
+    the host (then its results go back there), and move the arrays over, the others in x's
+    dtype (``device_array_of``; None stays None).  ``host, x, w, b = receive(x, w, b)``."""
+    require_gpu()
+    host = on_host(x, *others)
+    x = to_device(x)
+    return (host, x) + tuple(None if a is None else device_array_of(a, x.dtype) for a in others)
+
+
+def device_array_of(a, dtype):
+    """``a`` on the device with the given dtype: a host array is cast (as the CPU kernels cast
+    their secondary inputs) and copied over; a device array must already have that dtype,
+    since casting it would need a kernel launch of its own."""
+    if is_device_array(a):
+        if a.dtype != dtype:
+            raise TypeError(f"device array of dtype {a.dtype} where {np.dtype(dtype)} is needed; "
+                            f"cast it before the call")
+        return a
+    return to_device(np.asarray(a, dtype=dtype))
+
+
+def typed(dtype, *values):
+    """Python scalars cast to ``dtype``: a bare Python float inside a kernel is a float64 and
+    would promote float32 arithmetic to float64."""
+    return tuple(np.dtype(dtype).type(v) for v in values)
+
+
+def flat(a):
+    """The 1-D view of a contiguous device array (what the elementwise kernels walk)."""
+    return a.reshape(a.size)
+
+
+def time_major(a):
+    """The (T, M) view of a contiguous device array (T, ...): M neurons per time step."""
+    T = a.shape[0]
+    return a.reshape(T, a.size // T if T else 0)
+
+
 def like_input(host: bool, *results):
     """Copy results to the host when the inputs came from there; pass them through otherwise.
     Returns one value for one result, a tuple for several (None stays None)."""
@@ -85,11 +124,6 @@ def grid_1d(n: int):
     """(blocks, threads per block) for a grid-stride loop over ``n`` items."""
     blocks = max(1, min(MAX_BLOCKS, (int(n) + THREADS_PER_BLOCK - 1) // THREADS_PER_BLOCK))
     return blocks, THREADS_PER_BLOCK
-
-
-def grid_tiles(rows: int, cols: int, batch: int = 1):
-    """(blocks, threads) for a tiled product: one TILE x TILE block per output tile, z = batch."""
-    return ((cols + TILE - 1) // TILE, (rows + TILE - 1) // TILE, batch), (TILE, TILE)
 
 
 def device_memory_used_mb():

@@ -23,13 +23,13 @@ consecutive addresses of row t of a row-major (T, M) array, so every load and st
 coalesced. A grid-stride loop covers M whatever the launch size.
 
 Arithmetic happens in the array's dtype: the constants (Vth, tau, ...) arrive cast to it
-(``lif_constants``, ``_typed``), because a Python float inside a kernel is a float64 and would
+(``lif_constants``, ``launch.typed``), because a Python float inside a kernel is a float64 and would
 promote float32 arithmetic to float64. The CPU kernels do the same, so the two agree up to
 rounding: the GPU compiler fuses a multiply and an add into one FMA (one rounding instead of
 two), so a float32 result may differ from the CPU's in the last bit.
 
-The device functions ``spike_output``, ``membrane_potential`` and ``membrane_gradient`` are
-shared with the fused tdBN + LIF kernels of ``batchnorm.py``.
+The device functions ``lif_update``, ``spike_output`` and ``membrane_gradient`` are shared
+with the fused tdBN + LIF kernels of ``batchnorm.py``.
 """
 from __future__ import annotations
 
@@ -45,10 +45,6 @@ from . import launch
 # --------------------------------------------------------------------------------------------
 
 
-def _typed(dtype, *values):
-    return tuple(dtype.type(v) for v in values)
-
-
 def lif_constants(dtype, vth, tau, aa, center):
     """The LIF's constants in the array's dtype, as the one tuple the kernels take:
     (vth, tau, window width 2 aa, window centre, 1/2, 1, 0, 1 / (2 aa), aa)."""
@@ -58,26 +54,6 @@ def lif_constants(dtype, vth, tau, aa, center):
 
 
 LIF_ZERO = 6   # position of 0 in that tuple: the state of a neuron before t = 0
-
-
-def device_array_of(a, dtype):
-    """``a`` on the device with the given dtype: a host array is cast (as the CPU kernels cast
-    their secondary inputs) and copied over; a device array must already have that dtype,
-    since casting it would need a kernel launch of its own."""
-    if launch.is_device_array(a):
-        if a.dtype != dtype:
-            raise TypeError(f"device array of dtype {a.dtype} where {np.dtype(dtype)} is needed; "
-                            f"cast it before the call")
-        return a
-    return launch.to_device(np.asarray(a, dtype=dtype))
-
-
-def _time_major(a):
-    """View a device array (T, ...) as (T, M)."""
-    if a.ndim == 2:
-        return a
-    T = a.shape[0]
-    return a.reshape(T, a.size // T if T else 0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -102,6 +78,13 @@ def spike_output(u, lif, smooth):
 
 
 @cuda.jit(device=True)
+def lif_update(u_prev, o_prev, drive, lif, smooth):
+    """One step of the neuron: (u_t, o_t) from the previous state and the input current."""
+    u = membrane_potential(u_prev, o_prev, drive, lif)
+    return u, spike_output(u, lif, smooth)
+
+
+@cuda.jit(device=True)
 def membrane_gradient(go, u, o, gu_next, lif, detach_reset):
     """gu_t = dL/du_t from go_t = dL/do_t and gu_{t+1} (see the module docstring)."""
     vth, tau, width, center, half, one, zero, inv_width, aa = lif
@@ -123,26 +106,20 @@ def _lif_forward_kernel(x, o, u, lif, smooth):
     T, M = x.shape
     zero = lif[LIF_ZERO]
     for m in range(cuda.grid(1), M, cuda.gridsize(1)):
-        u_prev = zero
-        o_prev = zero
+        u_t = o_t = zero
         for t in range(T):
-            u_t = membrane_potential(u_prev, o_prev, x[t, m], lif)
-            o_t = spike_output(u_t, lif, smooth)
+            u_t, o_t = lif_update(u_t, o_t, x[t, m], lif, smooth)
             u[t, m] = u_t
             o[t, m] = o_t
-            u_prev = u_t
-            o_prev = o_t
 
 
 def lif_forward(x, vth, tau, aa, center, smooth):
     """x (T, M) -> (o, u), both (T, M) in x's dtype."""
-    launch.require_gpu()
-    host = launch.on_host(x)
-    x = launch.to_device(x)
+    host, x = launch.receive(x)
     o, u = launch.empty(x.shape, x.dtype), launch.empty(x.shape, x.dtype)
-    x2 = _time_major(x)
+    x2 = launch.time_major(x)
     _lif_forward_kernel[launch.grid_1d(x2.shape[1])](
-        x2, _time_major(o), _time_major(u), lif_constants(x.dtype, vth, tau, aa, center),
+        x2, launch.time_major(o), launch.time_major(u), lif_constants(x.dtype, vth, tau, aa, center),
         bool(smooth))
     return launch.like_input(host, o, u)
 
@@ -152,24 +129,17 @@ def _lif_step_kernel(x_t, u_prev, o_prev, o, u, lif):
     """One time step, every array (M,). Thread -> neuron m (grid-stride); consecutive threads
     touch consecutive elements of each array: coalesced."""
     for m in range(cuda.grid(1), x_t.shape[0], cuda.gridsize(1)):
-        u_t = membrane_potential(u_prev[m], o_prev[m], x_t[m], lif)
-        u[m] = u_t
-        o[m] = spike_output(u_t, lif, False)
+        u[m], o[m] = lif_update(u_prev[m], o_prev[m], x_t[m], lif, False)
 
 
 def lif_step(x_t, u_prev, o_prev, vth, tau):
     """x_t, u_prev, o_prev (M,) -> spikes and potentials (o_t, u_t) of one step, x_t's dtype."""
-    launch.require_gpu()
-    host = launch.on_host(x_t, u_prev, o_prev)
-    x_t = launch.to_device(x_t)
-    dt = x_t.dtype
-    u_prev, o_prev = device_array_of(u_prev, dt), device_array_of(o_prev, dt)
-    o, u = launch.empty(x_t.shape, dt), launch.empty(x_t.shape, dt)
+    host, x_t, u_prev, o_prev = launch.receive(x_t, u_prev, o_prev)
+    o, u = launch.empty(x_t.shape, x_t.dtype), launch.empty(x_t.shape, x_t.dtype)
     # aa and the centre only matter for the smooth output and the gradient; any value will do
-    lif = lif_constants(dt, vth, tau, 0.5, 0.0)
-    _lif_step_kernel[launch.grid_1d(x_t.size)](x_t.reshape(x_t.size), u_prev.reshape(x_t.size),
-                                               o_prev.reshape(x_t.size), o.reshape(x_t.size),
-                                               u.reshape(x_t.size), lif)
+    lif = lif_constants(x_t.dtype, vth, tau, 0.5, 0.0)
+    _lif_step_kernel[launch.grid_1d(x_t.size)](*(launch.flat(a) for a in (x_t, u_prev, o_prev,
+                                                                          o, u)), lif)
     return launch.like_input(host, o, u)
 
 
@@ -189,17 +159,14 @@ def _lif_backward_kernel(go, u, o, gx, lif, detach_reset):
 
 def lif_backward(go, u, o, tau, aa, center, detach_reset):
     """BPTT of ``lif_forward``: go, u, o (T, M) -> gx (T, M) in go's dtype."""
-    launch.require_gpu()
-    host = launch.on_host(go, u, o)
-    go = launch.to_device(go)
+    host, go, u, o = launch.receive(go, u, o)
     dt = go.dtype
-    u, o = device_array_of(u, dt), device_array_of(o, dt)
     gx = launch.empty(go.shape, dt)
-    go2 = _time_major(go)
+    go2 = launch.time_major(go)
     # Vth is not needed: the surrogate is centred on `center`
     lif = lif_constants(dt, 0.0, tau, aa, center)
     _lif_backward_kernel[launch.grid_1d(go2.shape[1])](
-        go2, _time_major(u), _time_major(o), _time_major(gx), lif, bool(detach_reset))
+        go2, launch.time_major(u), launch.time_major(o), launch.time_major(gx), lif, bool(detach_reset))
     return launch.like_input(host, gx)
 
 
@@ -233,29 +200,28 @@ def _psp_backward_kernel(gy, gx, tau_s, keep, zero):
             gx[t, m] = gs / tau_s
 
 
+def _walk_neurons(kernel, x, *constants):
+    """A (T, ...) result like x from ``kernel(x, out, *constants)``, one thread per neuron of
+    x (T, ...) viewed as (T, M); the constants are cast to x's dtype."""
+    out = launch.empty(x.shape, x.dtype)
+    x2 = launch.time_major(x)
+    kernel[launch.grid_1d(x2.shape[1])](x2, launch.time_major(out),
+                                        *launch.typed(x.dtype, *constants))
+    return out
+
+
 def psp_forward(x, tau_s):
     """x (T, M) -> filtered y (T, M)."""
-    launch.require_gpu()
-    host = launch.on_host(x)
-    x = launch.to_device(x)
-    y = launch.empty(x.shape, x.dtype)
-    x2 = _time_major(x)
-    _psp_forward_kernel[launch.grid_1d(x2.shape[1])](x2, _time_major(y),
-                                                     *_typed(x.dtype, tau_s, 0.0))
-    return launch.like_input(host, y)
+    host, x = launch.receive(x)
+    return launch.like_input(host, _walk_neurons(_psp_forward_kernel, x, tau_s, 0.0))
 
 
 def psp_backward(gy, tau_s):
     """gy (T, M) -> gx (T, M)."""
-    launch.require_gpu()
-    host = launch.on_host(gy)
-    gy = launch.to_device(gy)
-    gx = launch.empty(gy.shape, gy.dtype)
-    gy2 = _time_major(gy)
+    host, gy = launch.receive(gy)
     # keep = 1 - 1/tau_s is computed in float64, then cast to the array's dtype (as numpy_ref;
     # the Numba CPU kernel keeps it and the state in float64)
-    _psp_backward_kernel[launch.grid_1d(gy2.shape[1])](
-        gy2, _time_major(gx), *_typed(gy.dtype, tau_s, 1.0 - 1.0 / tau_s, 0.0))
+    gx = _walk_neurons(_psp_backward_kernel, gy, tau_s, 1.0 - 1.0 / tau_s, 0.0)
     return launch.like_input(host, gx)
 
 
@@ -306,24 +272,20 @@ def _membrane_backward_kernel(gy, coef, gx):
 
 def membrane_forward(x, decay):
     """x (T, M) -> y (M,) = sum_t decay^(T-1-t) x_t."""
-    launch.require_gpu()
-    host = launch.on_host(x)
-    x = launch.to_device(x)
-    x2 = _time_major(x)
+    host, x = launch.receive(x)
+    x2 = launch.time_major(x)
     T, M = x2.shape
     y = launch.empty(x.shape[1:], x.dtype)
     _membrane_forward_kernel[launch.grid_1d(M)](x2, _membrane_coefficients(T, decay, x.dtype),
-                                                y.reshape(M), x.dtype.type(0.0))
+                                                launch.flat(y), x.dtype.type(0.0))
     return launch.like_input(host, y)
 
 
 def membrane_backward(gy, T, decay):
     """gy (M,) -> gx (T, M) = decay^(T-1-t) gy."""
-    launch.require_gpu()
-    host = launch.on_host(gy)
-    gy = launch.to_device(gy)
+    host, gy = launch.receive(gy)
     M = gy.size
     gx = launch.empty((T, M), gy.dtype)
-    _membrane_backward_kernel[launch.grid_1d(M)](gy.reshape(M),
+    _membrane_backward_kernel[launch.grid_1d(M)](launch.flat(gy),
                                                  _membrane_coefficients(T, decay, gy.dtype), gx)
     return launch.like_input(host, gx)

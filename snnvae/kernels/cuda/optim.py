@@ -24,7 +24,6 @@ import numpy as np
 from numba import cuda
 
 from . import launch
-from .neuron import device_array_of
 
 
 @cuda.jit
@@ -56,14 +55,13 @@ def adam_update(p, g, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, 
             raise ValueError("adam_update updates in place and needs C-contiguous arrays")
     dt = np.dtype(p.dtype)
     on_device = [launch.to_device(a) for a in state]
-    grad = device_array_of(g, dt)
+    grad = launch.device_array_of(g, dt)
     decay = 1 - lr * weight_decay if decoupled else 1.0
     l2 = 0.0 if decoupled else weight_decay
-    constants = tuple(dt.type(c) for c in (decay, l2, beta1, beta2, lr / (1 - beta1 ** step),
-                                           np.sqrt(1 - beta2 ** step), eps, 1.0))
-    size = p.size
-    param, avg, avg_sq = (a.reshape(size) for a in on_device)
-    _adam_kernel[launch.grid_1d(size)](param, grad.reshape(size), avg, avg_sq, *constants)
+    constants = launch.typed(dt, decay, l2, beta1, beta2, lr / (1 - beta1 ** step),
+                             np.sqrt(1 - beta2 ** step), eps, 1.0)
+    param, avg, avg_sq = (launch.flat(a) for a in on_device)
+    _adam_kernel[launch.grid_1d(p.size)](param, launch.flat(grad), avg, avg_sq, *constants)
     for caller, device in zip(state, on_device):
         if device is not caller:              # a host array: bring the result back into it
             device.copy_to_host(caller)

@@ -1,0 +1,183 @@
+"""Per-channel sums on the GPU: one block per channel, a shared-memory tree inside the block.
+
+Arrays are viewed as (M, C, S): M rows (time and batch), C channels, S positions; a channel
+has n = M*S values. Three reductions use this one pattern:
+
+    channel_sums       total_c = sum over (m, s) of g[m, c, s]        (bias gradients)
+    batch_statistics   mean_c, var_c (two passes, var biased), invstd_c = 1/sqrt(var_c + eps)
+    gradient_sums      sum(gy), sum(gy xhat) and dL/dgamma = scale sum(gy xhat)   (tdBN)
+
+Thread mapping (all three): block -> channel c, blocks taking channels c, c + gridDim, ...
+when there are fewer blocks than channels (the simulator launches one). Thread k of the block
+reads the channel's values k, k + blockDim, ... of the n values, value i at row m = i // S,
+position s = i % S: consecutive threads read consecutive positions of one row, coalesced in
+runs of S (for a dense layer, S = 1, the reads are C elements apart). Each thread adds its
+values in a register; the block then adds its threads' partial sums in shared memory
+(``_block_sum``).
+
+Sums accumulate in float64, in registers and in shared memory, for float32 arrays too. One
+kernel then serves both dtypes (a shared array needs its dtype at compile time; the
+alternative is a factory of per-dtype kernels), the sums match the CPU kernels (which accumulate
+in float64), and a channel of a convolution holds millions of values (T N H W), over which a
+float32 sum loses digits. The kernels are bound by reading memory, one float64 add per value
+read, so the wider adds cost little; the shared buffer is 8 bytes per thread. Results are
+rounded to the arrays' dtype when stored.
+
+Every kernel that calls ``_block_sum`` lives in this module: the CUDA simulator swaps the
+``cuda`` module of a device function's own module per call, which races between simulated
+threads when the caller's module differs.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import cuda, float64
+
+from . import launch
+
+# Size of the shared buffer, fixed when a kernel compiles: every kernel here is launched with
+# exactly this many threads per block.
+_THREADS = launch.THREADS_PER_BLOCK
+if _THREADS & (_THREADS - 1):
+    raise ImportError("the tree reduction halves the block: THREADS_PER_BLOCK must be a power "
+                      "of two")
+
+
+def _channel_launch(C):
+    """(blocks, threads) of a per-channel reduction: a block per channel, at most MAX_BLOCKS."""
+    return max(1, min(C, launch.MAX_BLOCKS)), _THREADS
+
+
+@cuda.jit(device=True)
+def _block_sum(partial, value):
+    """The sum of ``value`` over the threads of the block, returned to every thread.
+
+    partial: shared float64 (blockDim,). Each thread stores its value in its own slot; then
+    the first half of the threads add the second half's slots to theirs, then the first quarter
+    the second quarter's, ... until slot 0 holds the total (log2(blockDim) steps, a barrier
+    after each so that no thread reads a slot before it is written)."""
+    tid = cuda.threadIdx.x
+    partial[tid] = value
+    cuda.syncthreads()
+    half = cuda.blockDim.x // 2
+    while half > 0:
+        if tid < half:
+            partial[tid] += partial[tid + half]
+        cuda.syncthreads()
+        half //= 2
+    total = partial[0]
+    cuda.syncthreads()     # every thread has read slot 0 before the buffer is used again
+    return total
+
+
+
+@cuda.jit
+def _channel_sum_kernel(g, total):
+    """g (M, C, S) -> total (C,). Block -> channel, threads stride over its values (see the
+    module docstring)."""
+    M, C, S = g.shape
+    n = M * S
+    partial = cuda.shared.array(_THREADS, float64)
+    tid, nthreads = cuda.threadIdx.x, cuda.blockDim.x
+    for c in range(cuda.blockIdx.x, C, cuda.gridDim.x):
+        acc = float64(0.0)
+        for i in range(tid, n, nthreads):
+            m = i // S
+            acc += g[m, c, i - m * S]
+        sum_c = _block_sum(partial, acc)
+        if tid == 0:
+            total[c] = sum_c
+
+
+@cuda.jit
+def _channel_statistics_kernel(x, eps, mean, var, invstd):
+    """x (M, C, S) -> mean, var, invstd (C,), cast to their dtype on the store.
+
+    Block -> channel c (block-stride over C). Thread k of the block reads the channel's values
+    i = k, k + blockDim, ... of n = M*S, value i at row m = i // S, position s = i % S:
+    consecutive threads read consecutive positions of one row, coalesced in runs of S (for a
+    dense layer, S = 1, the reads are C elements apart). Each thread sums in a float64
+    register, shared memory holds the block's partial sums (``_block_sum``). Two passes as the
+    reference: the mean, then the squared deviations from it (no cancellation)."""
+    M, C, S = x.shape
+    n = M * S
+    partial = cuda.shared.array(_THREADS, float64)
+    tid, nthreads = cuda.threadIdx.x, cuda.blockDim.x
+    for c in range(cuda.blockIdx.x, C, cuda.gridDim.x):
+        acc = float64(0.0)
+        for i in range(tid, n, nthreads):
+            m = i // S
+            acc += x[m, c, i - m * S]
+        mu = _block_sum(partial, acc) / n
+        acc = float64(0.0)
+        for i in range(tid, n, nthreads):
+            m = i // S
+            d = x[m, c, i - m * S] - mu
+            acc += d * d
+        v = _block_sum(partial, acc) / n
+        if tid == 0:
+            mean[c] = mu
+            var[c] = v
+            invstd[c] = 1.0 / math.sqrt(v + eps)
+
+
+
+@cuda.jit
+def _gradient_sums_kernel(gy, xsrc, mean, invstd, recompute_xhat, scale, sum_gy, sum_gy_xhat,
+                          ggamma):
+    """gy (M, C, S) -> per channel sum(gy), sum(gy xhat) and dL/dgamma = scale sum(gy xhat).
+
+    xsrc (M, C, S) is xhat itself, or x when ``recompute_xhat`` (the fused backward keeps no
+    xhat): then xhat = (x - mean_c) invstd_c, the forward's arithmetic; mean and invstd are
+    read only in that case. The mapping of threads is that of ``_channel_statistics_kernel``:
+    block -> channel, threads stride over its n values (coalesced in runs of S), float64
+    partial sums in registers, then in shared memory."""
+    M, C, S = gy.shape
+    n = M * S
+    partial = cuda.shared.array(_THREADS, float64)
+    tid, nthreads = cuda.threadIdx.x, cuda.blockDim.x
+    for c in range(cuda.blockIdx.x, C, cuda.gridDim.x):
+        acc_gy = float64(0.0)
+        acc_gy_xhat = float64(0.0)
+        for i in range(tid, n, nthreads):
+            m = i // S
+            s = i - m * S
+            g = gy[m, c, s]
+            xhat = (xsrc[m, c, s] - mean[c]) * invstd[c] if recompute_xhat else xsrc[m, c, s]
+            acc_gy += g
+            acc_gy_xhat += g * xhat
+        total_gy = _block_sum(partial, acc_gy)
+        total_gy_xhat = _block_sum(partial, acc_gy_xhat)
+        if tid == 0:
+            sum_gy[c] = total_gy
+            sum_gy_xhat[c] = total_gy_xhat
+            ggamma[c] = scale * total_gy_xhat
+
+
+
+def channel_sums(g3):
+    """g3 (M, C, S) on the device -> its sums over M and S, (C,) in g3's dtype."""
+    total = launch.empty((g3.shape[1],), g3.dtype)
+    if g3.shape[1]:
+        _channel_sum_kernel[_channel_launch(g3.shape[1])](g3, total)
+    return total
+
+
+def batch_statistics(x3, eps):
+    """x3 (M, C, S) -> mean, var, invstd (C,) in x's dtype."""
+    C = x3.shape[1]
+    mean, var, invstd = (launch.empty((C,), x3.dtype) for _ in range(3))
+    _channel_statistics_kernel[_channel_launch(C)](x3, np.float64(eps), mean, var, invstd)
+    return mean, var, invstd
+
+
+
+def gradient_sums(gy3, xsrc3, mean, invstd, recompute_xhat, scale):
+    """-> sum(gy), sum(gy xhat), dL/dgamma per channel, in gy's dtype."""
+    C = gy3.shape[1]
+    sum_gy, sum_gy_xhat, ggamma = (launch.empty((C,), gy3.dtype) for _ in range(3))
+    _gradient_sums_kernel[_channel_launch(C)](gy3, xsrc3, mean, invstd, recompute_xhat,
+                                              np.float64(scale), sum_gy, sum_gy_xhat, ggamma)
+    return sum_gy, sum_gy_xhat, ggamma
+
