@@ -171,9 +171,16 @@ def test_im2col_writes_every_element(size, k, stride, pad):
     out = (size + 2 * pad - k) // stride + 1
     filled = [np.full((3 * k * k, 2 * out * out), fill, np.float32) for fill in (0.0, np.nan)]
     for cols in filled:
-        cpu._im2col(x, cols, k, k, stride, pad, out, out)
+        cpu._im2col(x, cols, cpu._tap_offsets(size, size, k, k, stride, pad, out, out))
     np.testing.assert_array_equal(filled[0], filled[1])
     w = np.random.default_rng(4).standard_normal((2, 3, k, k)).astype(np.float32)
     y = (w.reshape(2, -1) @ filled[1]).reshape(2, 2, out, out).transpose(1, 0, 2, 3)
     np.testing.assert_allclose(y, numpy_ref.conv2d_forward(x, w, None, stride, pad), rtol=1e-5,
                                atol=1e-5)
+    # and col2im, its adjoint, writes every element of its output too: <im2col(x), c> = <x, col2im(c)>
+    c = np.random.default_rng(5).standard_normal(filled[0].shape)
+    back = [np.full((2, 3, size, size), fill) for fill in (0.0, np.nan)]
+    for b in back:
+        cpu._col2im(c, b, np.zeros(3), cpu._tap_offsets(size, size, k, k, stride, pad, out, out))
+    np.testing.assert_array_equal(back[0], back[1])
+    assert np.vdot(filled[0].astype(np.float64), c) == pytest.approx(np.vdot(x, back[0]), rel=1e-6)

@@ -11,10 +11,13 @@ output element.
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from numba import njit, prange
 
 # Linear layers: the reference already is one BLAS call each way, so both backends share it.
+from . import scatter
 from .numpy_ref import (conv_out_size, conv_transpose_out_size, linear_backward,  # noqa: F401
                         linear_forward, membrane_coefficients)
 
@@ -44,94 +47,84 @@ def _image_chunks(B, per_image):
     return [(b0, min(B, b0 + step)) for b0 in range(0, B, step)]
 
 
-@njit(**_JIT)
-def _valid_range(size_out, size_in, stride, pad, offset):
-    """Output indices i with 0 <= i*stride - pad + offset < size_in, as [lo, hi)."""
-    lo = 0
-    while lo < size_out and lo * stride - pad + offset < 0:
-        lo += 1
-    hi = size_out
-    while hi > lo and (hi - 1) * stride - pad + offset >= size_in:
-        hi -= 1
-    return lo, hi
-
-
-@njit(**_JIT)
-def _strided_copy(src, out, j_lo, j_hi, stride, offset, zero):
-    """out[j] = src[j * stride + offset] for j_lo <= j < j_hi, 0 elsewhere (1-D slices)."""
-    for j in range(j_lo):
-        out[j] = zero
-    for j in range(j_lo, j_hi):
-        out[j] = src[j * stride + offset]
-    for j in range(j_hi, out.shape[0]):
-        out[j] = zero
-
-
-@njit(**_JIT)
-def _strided_add(src, out, j_lo, j_hi, stride, offset):
-    """out[j * stride + offset] += src[j] for j_lo <= j < j_hi (1-D slices)."""
-    for j in range(j_lo, j_hi):
-        out[j * stride + offset] += src[j]
+@functools.lru_cache(maxsize=64)
+def _tap_offsets(H, W, kh, kw, stride, pad, Ho, Wo):
+    """offsets[p*kw + q, i*Wo + j] = h*W + v, the flat index in an (H, W) map of the input that
+    output (i, j) reads through kernel tap (p, q) (h = i*stride - pad + p, v likewise), or -1
+    where that falls in the zero padding. Shape (kh*kw, Ho*Wo), int64, read-only (cached)."""
+    i = np.arange(Ho)[:, None]
+    j = np.arange(Wo)[None, :]
+    offsets = np.empty((kh * kw, Ho * Wo), dtype=np.int64)
+    for p in range(kh):
+        for q in range(kw):
+            h, v = i * stride - pad + p, j * stride - pad + q
+            inside = (h >= 0) & (h < H) & (v >= 0) & (v < W)
+            offsets[p * kw + q] = np.where(inside, h * W + v, -1).ravel()
+    offsets.flags.writeable = False
+    return offsets
 
 
 @njit(parallel=True, **_JIT)
-def _im2col(x, cols, kh, kw, stride, pad, Ho, Wo):
-    """Writes every element of cols (no zero fill needed beforehand): patches inside the
-    image are copied, positions where the window leaves the image get 0. The valid range of
-    each kernel offset is computed once, so the copy loop has no branches."""
-    B, C, H, W = x.shape
-    L = Ho * Wo
+def _im2col(x, cols, offsets):
+    """Writes every element of cols: cols[(c, t), b*L + k] = x[b, c].flat[offsets[t, k]], or 0
+    where the offset is -1. One long gather per (row, image) instead of a short copy per output
+    row: with 2 x 2 to 16 x 16 outputs those copies were 2 to 16 values long, and their call
+    overhead made im2col 2-7x slower."""
+    B, C = x.shape[0], x.shape[1]
+    planes = x.reshape(B, C, -1)
+    taps, L = offsets.shape
     zero = cols.dtype.type(0)
-    for row in prange(C * kh * kw):
-        c = row // (kh * kw)
-        p = (row // kw) % kh
-        q = row % kw
-        i_lo, i_hi = _valid_range(Ho, H, stride, pad, p)
-        j_lo, j_hi = _valid_range(Wo, W, stride, pad, q)
-        col = cols[row]
+    for row in prange(C * taps):
+        c = row // taps
+        offset = offsets[row % taps]
         for b in range(B):
             base = b * L
-            for i in range(Ho):
-                out = col[base + i * Wo:base + (i + 1) * Wo]
-                if i < i_lo or i >= i_hi:
-                    out[:] = zero
-                    continue
-                _strided_copy(x[b, c, i * stride - pad + p], out, j_lo, j_hi, stride, q - pad,
-                              zero)
+            for k in range(L):
+                m = offset[k]
+                value = planes[b, c, max(m, 0)]     # a select, not a branch: it vectorises
+                cols[row, base + k] = value if m >= 0 else zero
 
 
 def im2col(x, kh, kw, stride, pad, Ho, Wo):
     """x (B, C, H, W) -> cols (C*kh*kw, B*Ho*Wo); zero where the window leaves the image."""
-    B, C = x.shape[:2]
+    B, C, H, W = x.shape
     cols = np.empty((C * kh * kw, B * Ho * Wo), dtype=x.dtype)
-    _im2col(np.ascontiguousarray(x), cols, kh, kw, stride, pad, Ho, Wo)
+    _im2col(np.ascontiguousarray(x), cols, _tap_offsets(H, W, kh, kw, stride, pad, Ho, Wo))
     return cols
 
 
 @njit(parallel=True, **_JIT)
-def _col2im(cols, x, init, kh, kw, stride, pad, Ho, Wo):
-    """x[b, c] = init[c] + the scatter-add of cols; every element of x is written."""
-    B, C, H, W = x.shape
-    L = Ho * Wo
+def _col2im(cols, x, init, offsets):
+    """x[b, c] = init[c] + the scatter-add of cols through offsets (the adjoint of _im2col);
+    every element of x is written. One thread per (image, channel) map: no two threads add
+    into the same element, and each element sums its taps in order."""
+    B, C = x.shape[0], x.shape[1]
+    planes = x.reshape(B, C, -1)
+    taps, L = offsets.shape
     for bc in prange(B * C):
         b = bc // C
         c = bc % C
-        x[b, c, :, :] = init[c]
-        for p in range(kh):
-            i_lo, i_hi = _valid_range(Ho, H, stride, pad, p)
-            for q in range(kw):
-                j_lo, j_hi = _valid_range(Wo, W, stride, pad, q)
-                row = (c * kh + p) * kw + q
-                for i in range(i_lo, i_hi):
-                    src = b * L + i * Wo
-                    _strided_add(cols[row, src:src + Wo], x[b, c, i * stride - pad + p], j_lo,
-                                 j_hi, stride, q - pad)
+        plane = planes[b, c]
+        plane[:] = init[c]
+        for t in range(taps):
+            offset = offsets[t]
+            src = cols[c * taps + t, b * L:(b + 1) * L]
+            for k in range(L):
+                m = offset[k]
+                if m >= 0:
+                    plane[m] += src[k]
+
+
+def _col2im_into(cols, x, init, kh, kw, stride, pad, Ho, Wo):
+    """``_col2im`` into x (B, C, H, W), contiguous, with the offsets of its geometry."""
+    H, W = x.shape[2:]
+    _col2im(cols, x, init, _tap_offsets(H, W, kh, kw, stride, pad, Ho, Wo))
 
 
 def col2im(cols, B, C, H, W, kh, kw, stride, pad, Ho, Wo):
     """Adjoint of ``im2col``: cols (C*kh*kw, B*Ho*Wo) -> x (B, C, H, W), summing overlaps."""
     x = np.empty((B, C, H, W), dtype=cols.dtype)
-    _col2im(cols, x, np.zeros(C, dtype=cols.dtype), kh, kw, stride, pad, Ho, Wo)
+    _col2im_into(cols, x, np.zeros(C, dtype=cols.dtype), kh, kw, stride, pad, Ho, Wo)
     return x
 
 
@@ -172,97 +165,40 @@ def conv2d_backward(gy, x, w, stride, padding, has_bias):
     for b0, b1 in _image_chunks(B, w2.shape[1] * Ho * Wo):
         g2 = _to_channel_major(gy[b0:b1])
         gw += g2 @ im2col(x[b0:b1], kh, kw, stride, padding, Ho, Wo).T
-        _col2im(w2.T @ g2, gx[b0:b1], zero, kh, kw, stride, padding, Ho, Wo)
+        _col2im_into(w2.T @ g2, gx[b0:b1], zero, kh, kw, stride, padding, Ho, Wo)
     gb = gy.sum(axis=(0, 2, 3)) if has_bias else None
     return gx, gw.reshape(w.shape), gb
 
 
 # --------------------------------------------------------------------------------------------
-# Event-driven transposed convolution. A transposed convolution scatters every input value
-# into the outputs it reaches: y[b, :, i s - pad + p, j s - pad + q] += x[b, c, i, j] w[c, :, p, q].
-# Most of its inputs in a spiking decoder are 0 (neurons that did not fire), and the others
-# are 1, so the scatter only needs the active inputs, and for them adds a row of weights (no
-# multiplication is needed; the code multiplies by the value, which is exact for 1, so that any
-# sparse input is handled). The work is proportional to the firing rate instead of to the dense
-# size. Measured against im2col + BLAS on FSVAE's decoder shapes (T * N = 1024 maps): at rate
-# 0.05 the scatter is 4-6x faster, at 0.15 1.5-5x, at 0.3 it loses except for the smallest
-# maps; with one output channel (the last layer) it always loses (one scalar add per event).
-# Each image accumulates channels-last in a local buffer (C_out contiguous, vectorised adds),
-# which is written to the (C_out, Ho, Wo) output at the end.
+# Event-driven transposed convolution. Most inputs of a spiking decoder are 0 (neurons that did
+# not fire), so its transposed convolutions walk the nonzero inputs only (``scatter``: one
+# contiguous vector of C_out weights added per input value and kernel tap) instead of running
+# the dense GEMM over every input. Measured against im2col + BLAS in a whole FSVAE sampling call
+# (batch 64, firing rates about 0.14): 1.2x faster. With one output channel (the last layer) it
+# always loses (one scalar add per event).
+# Tried and not kept: the same scatter for the encoder's convolutions and for the weight
+# gradients of both kinds; once im2col became a single gather per row, they ran at 0.6-1.4x the
+# dense path layer by layer and left a whole training step or reconstruction no faster.
 # --------------------------------------------------------------------------------------------
 
 _SPARSE_RATE = 0.2        # below this fraction of nonzero inputs the scatter wins ...
 _SPARSE_MIN_OUT = 8       # ... when each event adds a vector of at least this many channels
 
 
-@njit(parallel=True, **_JIT)
-def _nonzero_fraction(x):
-    B = x.shape[0]
-    flat = x.reshape(B, -1)
-    counts = np.zeros(B, dtype=np.int64)
-    for b in prange(B):
-        n = 0
-        for k in range(flat.shape[1]):
-            if flat[b, k] != 0:
-                n += 1
-        counts[b] = n
-    return counts.sum() / max(flat.size, 1)
-
-
-@njit(parallel=True, **_JIT)
-def _conv_transpose_sparse(x, w_taps, init, y, stride, pad):
-    """x (B, C_in, H, W); w_taps (C_in, kh, kw, C_out); y (B, C_out, Ho, Wo) fully written."""
-    B, C_in, H, W = x.shape
-    _, kh, kw, C_out = w_taps.shape
-    Ho, Wo = y.shape[2], y.shape[3]
-    L = Ho * Wo
-    for b in prange(B):
-        acc = np.empty((L, C_out), dtype=y.dtype)      # channels last: one row per output pixel
-        for k in range(L):
-            for o in range(C_out):
-                acc[k, o] = init[o]
-        for c in range(C_in):
-            for i in range(H):
-                for j in range(W):
-                    v = x[b, c, i, j]
-                    if v == 0:
-                        continue
-                    for p in range(kh):
-                        oy = i * stride - pad + p
-                        if oy < 0 or oy >= Ho:
-                            continue
-                        for q in range(kw):
-                            ox = j * stride - pad + q
-                            if ox < 0 or ox >= Wo:
-                                continue
-                            r = oy * Wo + ox
-                            # indexed inline (no slice views per event): Numba vectorises it
-                            for o in range(C_out):
-                                acc[r, o] += v * w_taps[c, p, q, o]
-        yb = y[b].reshape(C_out, L)
-        for k0 in range(0, L, 16):                       # transpose in blocks of 16 pixels
-            k1 = min(k0 + 16, L)
-            for o in range(C_out):
-                for k in range(k0, k1):
-                    yb[o, k] = acc[k, o]
-
-
 def conv_transpose2d_forward(x, w, b, stride, padding, output_padding):
+    if w.shape[1] >= _SPARSE_MIN_OUT and scatter.nonzero_fraction(x) < _SPARSE_RATE:
+        return scatter.conv_transpose2d_forward(x, w, b, stride, padding, output_padding)
     B, C_in, H, W = x.shape
     _, C_out, kh, kw = w.shape
     Ho = conv_transpose_out_size(H, kh, stride, padding, output_padding)
     Wo = conv_transpose_out_size(W, kw, stride, padding, output_padding)
     y = np.empty((B, C_out, Ho, Wo), dtype=np.result_type(x, w))
     init = np.zeros(C_out, dtype=y.dtype) if b is None else b.astype(y.dtype)
-    x = np.ascontiguousarray(x)
-    if C_out >= _SPARSE_MIN_OUT and _nonzero_fraction(x) < _SPARSE_RATE:
-        w_taps = np.ascontiguousarray(w.transpose(0, 2, 3, 1), dtype=y.dtype)
-        _conv_transpose_sparse(x, w_taps, init, y, stride, padding)
-        return y
     wt = w.reshape(C_in, -1).T
     for b0, b1 in _image_chunks(B, wt.shape[0] * H * W):
         cols = wt @ _to_channel_major(x[b0:b1])
-        _col2im(cols, y[b0:b1], init, kh, kw, stride, padding, H, W)
+        _col2im_into(cols, y[b0:b1], init, kh, kw, stride, padding, H, W)
     return y
 
 

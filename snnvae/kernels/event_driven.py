@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .numpy_ref import conv_out_size
+from . import scatter
 
 _JIT = dict(cache=True, nogil=True)
 
@@ -130,57 +130,11 @@ def event_linear_forward(spikes, w, b):
 
 
 # --------------------------------------------------------------------------------------------
-# Convolution, by scattering. The dense gather form
-#     y[n, o, i, j] = b[o] + sum_{c, p, q} w[o, c, p, q] x[n, c, i s - pad + p, j s - pad + q]
-# read the other way round: an input spike at (c, h, v) reaches the output (i, j) through the
-# kernel offset (p, q) exactly when h = i s - pad + p and v = j s - pad + q, i.e. when
-#     i = (h + pad - p) / s  is an integer in [0, Ho)  (same for j, v, q),
-# and there it adds w[:, c, p, q] (all C_out channels at once). These i (or none) are tabulated
-# once per call, reach[h, p], so that the inner loops divide nothing. The weights are laid out as
-# wr[c, p, q, :] = w[:, c, p, q] so that this is a contiguous vector; each image accumulates
-# channels-last, acc[i, j, :] (Ho * Wo * C_out values, cache-sized), and is transposed into
-# y[n] (C_out, Ho, Wo) when its spikes are done.
+# Convolution, by scattering: ``scatter.conv2d_forward`` walks the input spikes and adds, for each
+# and each kernel tap (p, q) that lands on an output (i, j), the contiguous vector w[:, c, p, q]
+# to the output's channels (see ``kernels/scatter.py`` for the reach table that ties the input
+# pixel, the tap and the output pixel). For an input of 1 it adds without multiplying.
 # --------------------------------------------------------------------------------------------
-
-
-def _reach(size, k, stride, pad, out):
-    """reach[h, p] = the output index i with i * stride - pad + p = h, or -1 where there is none
-    (p lands between two strided outputs, or outside [0, out)). Shape (size, k), int64."""
-    num = np.arange(size)[:, None] + pad - np.arange(k)[None, :]     # = i * stride for a hit
-    i = num // stride
-    return np.where((num >= 0) & (num % stride == 0) & (i < out), i, -1).astype(np.int64)
-
-
-@njit(parallel=True, **_JIT)
-def _event_conv2d(spikes, wr, init, reach_h, reach_w, y):
-    """spikes (B, C_in, H, W), wr (C_in, kh, kw, C_out) -> y (B, C_out, Ho, Wo), in place."""
-    B, C_in, H, W = spikes.shape
-    _, kh, kw, C_out = wr.shape
-    Ho, Wo = y.shape[2], y.shape[3]
-    for n in prange(B):
-        acc = np.empty((Ho, Wo, C_out), dtype=y.dtype)
-        for i in range(Ho):
-            for j in range(Wo):
-                acc[i, j, :] = init
-        for c in range(C_in):
-            for h in range(H):
-                for v in range(W):
-                    if spikes[n, c, h, v] == 0:
-                        continue
-                    for p in range(kh):
-                        i = reach_h[h, p]
-                        if i < 0:
-                            continue
-                        for q in range(kw):
-                            j = reach_w[v, q]
-                            if j < 0:
-                                continue
-                            for o in range(C_out):            # C_out additions
-                                acc[i, j, o] += wr[c, p, q, o]
-        for o in range(C_out):
-            for i in range(Ho):
-                for j in range(Wo):
-                    y[n, o, i, j] = acc[i, j, o]
 
 
 def event_conv2d_forward(spikes, w, b, stride, padding):
@@ -191,11 +145,4 @@ def event_conv2d_forward(spikes, w, b, stride, padding):
     sum over spikes of (the outputs it reaches) * C_out additions and no multiplication.
     """
     spikes, dtype, init = _prepare(spikes, w, b, 4)
-    B, _, H, W = spikes.shape
-    C_out, _, kh, kw = w.shape
-    Ho, Wo = conv_out_size(H, kh, stride, padding), conv_out_size(W, kw, stride, padding)
-    wr = np.ascontiguousarray(w.transpose(1, 2, 3, 0), dtype=dtype)   # (C_in, kh, kw, C_out)
-    y = np.empty((B, C_out, Ho, Wo), dtype=dtype)
-    _event_conv2d(spikes, wr, init, _reach(H, kh, stride, padding, Ho),
-                  _reach(W, kw, stride, padding, Wo), y)
-    return y
+    return scatter.conv2d_forward(spikes, np.asarray(w, dtype=dtype), init, stride, padding)

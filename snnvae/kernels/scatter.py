@@ -1,0 +1,173 @@
+"""Scatter kernels: convolutions and transposed convolutions that visit only the nonzero values
+of their input x.
+
+In a spiking network most inputs of a layer are 0 (neurons that did not fire) and the rest are
+1. A dense kernel multiplies every input with every weight; these kernels walk the nonzero
+inputs ("events") and skip the rest, so their cost is proportional to the firing rate.
+
+The reach table
+---------------
+Both kinds of convolution connect an input row h to an output row i through a kernel tap p:
+
+    convolution            y[b, o, i, j] += x[b, c, h, v] w[o, c, p, q]   where h = i s - pad + p
+                           so input h reaches  i = (h + pad - p) / s  when that is an integer
+    transposed convolution y[b, o, i, j] += x[b, c, h, v] w[c, o, p, q]   where i = h s - pad + p
+
+(columns v, j, q alike). ``reach_table`` tabulates reach[h, p] = that i, or -1 where tap p
+lands between two strided outputs or outside [0, Ho); once per call, so the inner loops only
+test a sign. With the weights laid out as taps[c, p, q, :] (C_out contiguous values: w[:, c, p,
+q] for a convolution, w[c, :, p, q] for a transposed one), one event and one tap that lands
+add one contiguous vector of C_out values:
+
+    acc[i, j, :] += x[b, c, h, v] * taps[c, p, q, :]
+
+A value of exactly 1 (a spike) adds its vector without multiplying; other nonzero values are
+multiplied, so any mostly-zero input gives the dense kernels' result (up to the order of the
+sums).
+
+Cost: (nonzero inputs) x (taps that land) x C_out multiply-adds, against all inputs x taps x
+C_out for the dense kernel. Worth it when few inputs are nonzero and C_out is long enough to
+vectorise (the Numba CPU backend decides, ``kernels.cpu``).
+
+Layout and threads: every image accumulates channels-last, acc[(i, j), :] (Ho * Wo * C_out
+values, cache-sized), and is transposed into y[b] (C_out, Ho, Wo) when its events are done;
+``prange`` over images, each writing only its own output.
+
+Tried and not kept: the same walk computes a weight gradient, gtaps[c, p, q, :] += x * gy[b, :,
+i, j]; on FSVAE's layers at a firing rate of 0.14 it ran at 0.6-1.1x the speed of the dense
+im2col + GEMM path, and a whole training step was no faster (bench/README.md).
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from .numpy_ref import conv_out_size, conv_transpose_out_size
+
+_JIT = dict(cache=True, nogil=True)
+
+
+@njit(parallel=True, **_JIT)
+def _count_nonzero_per_image(flat):
+    B = flat.shape[0]
+    counts = np.zeros(B, dtype=np.int64)
+    for b in prange(B):
+        n = 0
+        for k in range(flat.shape[1]):
+            n += flat[b, k] != 0
+        counts[b] = n
+    return counts
+
+
+def nonzero_fraction(x):
+    """Fraction of the values of x (B, ...) that are not 0 (0.0 for an empty array)."""
+    x = np.ascontiguousarray(x)
+    if x.size == 0:
+        return 0.0
+    return float(_count_nonzero_per_image(x.reshape(x.shape[0], -1)).sum()) / x.size
+
+
+def reach_table(size, k, stride, pad, out, transposed):
+    """reach[h, p]: the output index that input index h reaches through kernel tap p, or -1.
+    Shape (size, k), int64. ``transposed`` selects i = h s - pad + p (transposed convolution)
+    instead of h = i s - pad + p (convolution); either way only 0 <= i < out is kept."""
+    h = np.arange(size)[:, None]
+    p = np.arange(k)[None, :]
+    if transposed:
+        i = h * stride - pad + p
+        hit = (i >= 0) & (i < out)
+    else:
+        num = h + pad - p                      # = i * stride where there is a hit
+        i = num // stride
+        hit = (num >= 0) & (num % stride == 0) & (i < out)
+    return np.where(hit, i, -1).astype(np.int64)
+
+
+# --------------------------------------------------------------------------------------------
+# The two compiled walks over events
+# --------------------------------------------------------------------------------------------
+
+
+@njit(parallel=True, **_JIT)
+def _scatter_forward(x, taps, init, reach_h, reach_w, y):
+    """x (B, C_in, H, W), taps (C_in, kh, kw, C_out), init (C_out,) -> y (B, C_out, Ho, Wo)
+    (contiguous), every element written: y[b, :, i, j] = init + the events that reach (i, j)."""
+    B, C_in, H, W = x.shape
+    _, kh, kw, C_out = taps.shape
+    Ho, Wo = y.shape[2], y.shape[3]
+    L = Ho * Wo
+    for b in prange(B):
+        acc = np.empty((L, C_out), dtype=y.dtype)      # channels last: one row per output pixel
+        for r in range(L):
+            for o in range(C_out):
+                acc[r, o] = init[o]
+        for c in range(C_in):
+            for h in range(H):
+                for u in range(W):
+                    value = x[b, c, h, u]
+                    if value == 0:
+                        continue
+                    for p in range(kh):
+                        i = reach_h[h, p]
+                        if i < 0:
+                            continue
+                        for q in range(kw):
+                            j = reach_w[u, q]
+                            if j < 0:
+                                continue
+                            r = i * Wo + j
+                            # indexed inline (no slice views per event): Numba vectorises it
+                            if value == 1:
+                                for o in range(C_out):
+                                    acc[r, o] += taps[c, p, q, o]
+                            else:
+                                for o in range(C_out):
+                                    acc[r, o] += value * taps[c, p, q, o]
+        yb = y[b].reshape(C_out, L)
+        for r0 in range(0, L, 16):                       # transpose in blocks of 16 pixels
+            r1 = min(r0 + 16, L)
+            for o in range(C_out):
+                for r in range(r0, r1):
+                    yb[o, r] = acc[r, o]
+
+
+# --------------------------------------------------------------------------------------------
+# The kernels, with the arguments and results of the dense ones (numpy_ref)
+# --------------------------------------------------------------------------------------------
+
+
+def _reaches(x_shape, kh, kw, stride, padding, Ho, Wo, transposed):
+    H, W = x_shape[2:]
+    return (reach_table(H, kh, stride, padding, Ho, transposed),
+            reach_table(W, kw, stride, padding, Wo, transposed))
+
+
+def _forward(x, taps, b, y_shape, reaches):
+    dtype = taps.dtype
+    init = np.zeros(y_shape[1], dtype=dtype) if b is None else np.asarray(b, dtype=dtype)
+    y = np.empty(y_shape, dtype=dtype)
+    _scatter_forward(np.ascontiguousarray(x), taps, init, *reaches, y)
+    return y
+
+
+def conv2d_forward(x, w, b, stride, padding):
+    """x (B, C_in, H, W) mostly 0, w (C_out, C_in, kh, kw), b (C_out,) or None
+    -> y (B, C_out, Ho, Wo) = ``numpy_ref.conv2d_forward(x, w, b, stride, padding)``."""
+    B, _, H, W = x.shape
+    C_out, _, kh, kw = w.shape
+    Ho, Wo = conv_out_size(H, kh, stride, padding), conv_out_size(W, kw, stride, padding)
+    taps = np.ascontiguousarray(w.transpose(1, 2, 3, 0), dtype=np.result_type(x, w))
+    return _forward(x, taps, b, (B, C_out, Ho, Wo),
+                    _reaches(x.shape, kh, kw, stride, padding, Ho, Wo, transposed=False))
+
+
+def conv_transpose2d_forward(x, w, b, stride, padding, output_padding):
+    """x (B, C_in, H, W) mostly 0, w (C_in, C_out, kh, kw), b (C_out,) or None -> y (B, C_out,
+    Ho, Wo) = ``numpy_ref.conv_transpose2d_forward(x, w, b, stride, padding, output_padding)``."""
+    B, _, H, W = x.shape
+    _, C_out, kh, kw = w.shape
+    Ho = conv_transpose_out_size(H, kh, stride, padding, output_padding)
+    Wo = conv_transpose_out_size(W, kw, stride, padding, output_padding)
+    taps = np.ascontiguousarray(w.transpose(0, 2, 3, 1), dtype=np.result_type(x, w))
+    return _forward(x, taps, b, (B, C_out, Ho, Wo),
+                    _reaches(x.shape, kh, kw, stride, padding, Ho, Wo, transposed=True))

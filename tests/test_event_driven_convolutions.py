@@ -1,0 +1,86 @@
+"""The event-driven (scatter) kernels against the NumPy reference: the transposed convolution of
+the Numba backend on both of its paths, the scatter convolution behind
+``event_driven.event_conv2d_forward``, on sparse and dense inputs, with spikes and with other
+nonzero values; the reach table against its definition; and the choice between the scatter and
+the dense path."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from snnvae.kernels import cpu, numpy_ref, scatter
+
+TOL = {np.float32: 2e-5, np.float64: 1e-12}
+GEOMETRIES = [(2, 1, 1), (1, 1, 0), (2, 0, 0)]       # stride, padding, output_padding
+
+
+def sparse_input(dtype, rate, rng):
+    x = (rng.random((6, 3, 5, 4)) < rate).astype(dtype)
+    x[0, 0, 0, 0] = 0.5 if rate else 0.0            # a value that is not a spike is handled too
+    return x
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("stride,padding,output_padding", GEOMETRIES)
+@pytest.mark.parametrize("path", ["scatter", "dense"])
+@pytest.mark.parametrize("rate", [0.0, 0.1, 0.7])
+def test_both_transposed_convolution_paths_match_the_reference(monkeypatch, dtype, stride,
+                                                               padding, output_padding, path,
+                                                               rate):
+    rng = np.random.default_rng(7)
+    monkeypatch.setattr(cpu, "_SPARSE_RATE", 2.0 if path == "scatter" else -1.0)
+    monkeypatch.setattr(cpu, "_SPARSE_MIN_OUT", 1)
+    x = sparse_input(dtype, rate, rng)
+    w = rng.normal(size=(3, 9, 3, 3)).astype(dtype)
+    b = rng.normal(size=9).astype(dtype)
+    for bias in (b, None):
+        got = cpu.conv_transpose2d_forward(x, w, bias, stride, padding, output_padding)
+        ref = numpy_ref.conv_transpose2d_forward(x, w, bias, stride, padding, output_padding)
+        assert got.dtype == ref.dtype and got.shape == ref.shape
+        np.testing.assert_allclose(got, ref, rtol=TOL[dtype], atol=TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("stride,padding", [(2, 1), (1, 1), (2, 0), (3, 2)])
+@pytest.mark.parametrize("rate", [0.0, 0.1, 0.7])
+def test_the_scatter_convolution_matches_the_reference(dtype, stride, padding, rate):
+    rng = np.random.default_rng(9)
+    x = sparse_input(dtype, rate, rng)
+    w = rng.normal(size=(9, 3, 3, 3)).astype(dtype)
+    b = rng.normal(size=9).astype(dtype)
+    for bias in (b, None):
+        got = scatter.conv2d_forward(x, w, bias, stride, padding)
+        ref = numpy_ref.conv2d_forward(x, w, bias, stride, padding)
+        assert got.dtype == ref.dtype and got.shape == ref.shape
+        np.testing.assert_allclose(got, ref, rtol=TOL[dtype], atol=TOL[dtype])
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+@pytest.mark.parametrize("size,k,stride,pad,out", [(5, 3, 2, 1, 3), (4, 3, 1, 1, 4),
+                                                   (4, 3, 2, 1, 8), (5, 2, 3, 0, 2)])
+def test_reach_table_follows_its_definition(transposed, size, k, stride, pad, out):
+    table = scatter.reach_table(size, k, stride, pad, out, transposed)
+    for h in range(size):
+        for p in range(k):
+            if transposed:
+                hits = [i for i in range(out) if i == h * stride - pad + p]
+            else:
+                hits = [i for i in range(out) if h == i * stride - pad + p]
+            assert table[h, p] == (hits[0] if hits else -1), (h, p)
+
+
+def test_the_scatter_path_is_taken_for_sparse_inputs_only(monkeypatch):
+    calls = []
+    original = scatter.conv_transpose2d_forward
+    monkeypatch.setattr(scatter, "conv_transpose2d_forward",
+                        lambda *a: calls.append(1) or original(*a))
+    rng = np.random.default_rng(8)
+    w = rng.normal(size=(4, 16, 3, 3)).astype(np.float32)
+    for rate, expected in ((0.05, 1), (0.6, 0)):
+        calls.clear()
+        x = (rng.random((2, 4, 6, 6)) < rate).astype(np.float32)
+        cpu.conv_transpose2d_forward(x, w, None, 2, 1, 1)
+        assert len(calls) == expected, f"rate {rate}"
+    calls.clear()       # one output channel: the dense path even for sparse inputs
+    cpu.conv_transpose2d_forward(np.zeros((2, 4, 6, 6), np.float32), w[:, :1], None, 1, 1, 0)
+    assert not calls
