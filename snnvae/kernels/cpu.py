@@ -5,8 +5,9 @@ im2col/col2im gathers of convolutions, per-channel reductions of tdBN) are ``@nj
 ``cache=True`` so that the compiled code is reused across processes. Dense contractions are
 left to BLAS through ``numpy.matmul``: a hand-written loop cannot beat it.
 
-Parallelism: ``prange`` splits neurons (LIF, PSP), images (im2col, col2im) or channels (tdBN)
-over the cores; each iteration writes only its own slice, so no two threads touch the same
+Parallelism: ``prange`` splits neurons (LIF, PSP), rows of the patch matrix (im2col), (image,
+channel) maps (col2im, the transposed convolution's scatter: images) or channels (tdBN) over
+the cores; each iteration writes only its own slice, so no two threads touch the same
 output element.
 """
 from __future__ import annotations
@@ -81,7 +82,7 @@ def _im2col(x, cols, offsets):
             base = b * L
             for k in range(L):
                 m = offset[k]
-                value = planes[b, c, max(m, 0)]     # a select, not a branch: it vectorises
+                value = planes[b, c, max(m, 0)]     # read at a safe index, then select
                 cols[row, base + k] = value if m >= 0 else zero
 
 
@@ -116,16 +117,11 @@ def _col2im(cols, x, init, offsets):
 
 
 def _col2im_into(cols, x, init, kh, kw, stride, pad, Ho, Wo):
-    """``_col2im`` into x (B, C, H, W), contiguous, with the offsets of its geometry."""
+    """``_col2im`` (the adjoint of ``im2col``: cols (C*kh*kw, B*Ho*Wo) -> x (B, C, H, W),
+    summing overlaps, plus init per channel) into x, contiguous, with the offsets of its
+    geometry."""
     H, W = x.shape[2:]
     _col2im(cols, x, init, _tap_offsets(H, W, kh, kw, stride, pad, Ho, Wo))
-
-
-def col2im(cols, B, C, H, W, kh, kw, stride, pad, Ho, Wo):
-    """Adjoint of ``im2col``: cols (C*kh*kw, B*Ho*Wo) -> x (B, C, H, W), summing overlaps."""
-    x = np.empty((B, C, H, W), dtype=cols.dtype)
-    _col2im_into(cols, x, np.zeros(C, dtype=cols.dtype), kh, kw, stride, pad, Ho, Wo)
-    return x
 
 
 def _to_channel_major(a):

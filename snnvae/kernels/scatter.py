@@ -32,10 +32,6 @@ vectorise (the Numba CPU backend decides, ``kernels.cpu``).
 Layout and threads: every image accumulates channels-last, acc[(i, j), :] (Ho * Wo * C_out
 values, cache-sized), and is transposed into y[b] (C_out, Ho, Wo) when its events are done;
 ``prange`` over images, each writing only its own output.
-
-Tried and not kept: the same walk computes a weight gradient, gtaps[c, p, q, :] += x * gy[b, :,
-i, j]; on FSVAE's layers at a firing rate of 0.14 it ran at 0.6-1.1x the speed of the dense
-im2col + GEMM path, and a whole training step was no faster (bench/README.md).
 """
 from __future__ import annotations
 

@@ -71,21 +71,30 @@ def _block_sum(partial, value):
     return total
 
 
+@cuda.jit(device=True)
+def _thread_channel_sum(a, c, shift, square, tid, nthreads):
+    """This thread's float64 share of sum_i (a_i - shift), or of sum_i (a_i - shift)^2 when
+    ``square``, over channel c of a (M, C, S): the values i = tid, tid + nthreads, ... of
+    n = M*S, value i at row m = i // S, position i % S (consecutive threads read consecutive
+    positions of one row)."""
+    M, C, S = a.shape
+    acc = float64(0.0)
+    for i in range(tid, M * S, nthreads):
+        m = i // S
+        d = a[m, c, i - m * S] - shift
+        acc += d * d if square else d
+    return acc
+
 
 @cuda.jit
 def _channel_sum_kernel(g, total):
     """g (M, C, S) -> total (C,). Block -> channel, threads stride over its values (see the
     module docstring)."""
-    M, C, S = g.shape
-    n = M * S
+    C = g.shape[1]
     partial = cuda.shared.array(_THREADS, float64)
     tid, nthreads = cuda.threadIdx.x, cuda.blockDim.x
     for c in range(cuda.blockIdx.x, C, cuda.gridDim.x):
-        acc = float64(0.0)
-        for i in range(tid, n, nthreads):
-            m = i // S
-            acc += g[m, c, i - m * S]
-        sum_c = _block_sum(partial, acc)
+        sum_c = _block_sum(partial, _thread_channel_sum(g, c, 0.0, False, tid, nthreads))
         if tid == 0:
             total[c] = sum_c
 
@@ -105,17 +114,8 @@ def _channel_statistics_kernel(x, eps, mean, var, invstd):
     partial = cuda.shared.array(_THREADS, float64)
     tid, nthreads = cuda.threadIdx.x, cuda.blockDim.x
     for c in range(cuda.blockIdx.x, C, cuda.gridDim.x):
-        acc = float64(0.0)
-        for i in range(tid, n, nthreads):
-            m = i // S
-            acc += x[m, c, i - m * S]
-        mu = _block_sum(partial, acc) / n
-        acc = float64(0.0)
-        for i in range(tid, n, nthreads):
-            m = i // S
-            d = x[m, c, i - m * S] - mu
-            acc += d * d
-        v = _block_sum(partial, acc) / n
+        mu = _block_sum(partial, _thread_channel_sum(x, c, 0.0, False, tid, nthreads)) / n
+        v = _block_sum(partial, _thread_channel_sum(x, c, mu, True, tid, nthreads)) / n
         if tid == 0:
             mean[c] = mu
             var[c] = v
