@@ -24,11 +24,14 @@ def test_both_backends_expose_identical_kernels():
         assert callable(getattr(numpy_ref, name)) and callable(getattr(cpu, name)), name
 
 
-@pytest.fixture(params=["one chunk", "one image per chunk"])
+@pytest.fixture(params=["one chunk", "one image per chunk", "no shifted path"])
 def conv_chunking(request, monkeypatch):
-    """The Numba convolutions work on chunks of images; also check them with many chunks."""
+    """The Numba convolutions work on chunks of images; also check them with many chunks, and
+    with the GEMM path for the stride-1 layers with few channels that ``shifted`` would take."""
     if request.param == "one image per chunk":
         monkeypatch.setattr(cpu, "_CHUNK_ELEMENTS", 1)
+    if request.param == "no shifted path":
+        monkeypatch.setattr(cpu, "_SHIFTED_MAX_CHANNELS", 0)
     return request.param
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import functional as F
-from ..autograd import Tensor, no_grad
+from ..autograd import Tensor, is_grad_enabled, no_grad
 from ..nn import Module, Sequential, SpikingLinear
 
 
@@ -113,7 +113,8 @@ class BernoulliPosterior(Module):
            official code) updates the tdBN running statistics: T-1 extra updates per call.
         2. with gradient, one pass over the whole sequence [x, z_in] gives q_z; z_t is re-picked
            from it with the same picks, plus a fresh pick at t = T-1.
-        Eval mode does step 1 incrementally (O(T), exact) and step 2 as one pass.
+        Eval mode does step 1 incrementally (O(T), exact) and step 2 as one pass; without
+        gradients (``no_grad``) it runs step T-1 incrementally too and skips step 2.
         """
         T, N, C = x.shape
         if C != self.channels:
@@ -139,10 +140,17 @@ class BernoulliPosterior(Module):
             z_in = np.zeros((T, N, C), dtype=x.dtype)
             stepper = _SteppedNetwork(self.layers)
             xd = x.data
-            for t in range(T - 1):
-                q_t = stepper.step(np.concatenate([xd[t], z_in[t]], axis=-1)).reshape(N, C, self.k)
-                picks[t] = picker.draw(t, N, C)
-                z_in[t + 1] = pick_array(q_t, picks[t])
+            q = np.empty((T, N, C, self.k), dtype=x.dtype)
+            # Without gradients the steps are the whole answer: step T-1 too, no second pass.
+            last = T if not is_grad_enabled() else T - 1
+            for t in range(last):
+                q[t] = stepper.step(np.concatenate([xd[t], z_in[t]], axis=-1)).reshape(N, C, self.k)
+                if t < T - 1:
+                    picks[t] = picker.draw(t, N, C)
+                    z_in[t + 1] = pick_array(q[t], picks[t])
+            if last == T:
+                picks[T - 1] = picker.draw(T - 1, N, C)
+                return Tensor(q), Tensor(pick_array(q, picks))
         q_z = self.spikes(x, Tensor(z_in))
         picks[T - 1] = picker.draw(T - 1, N, C)
         return q_z, pick_one_of_k(q_z, picks)

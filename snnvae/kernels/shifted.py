@@ -1,0 +1,205 @@
+"""Stride-1 convolutions with few channels on one side, as shifted passes over padded planes.
+
+The layer this is for: the decoder's last transposed convolution (32 channels -> 1, 3 x 3,
+stride 1, on 32 x 32 maps). As a GEMM it has a 1-row (forward) or 1-column (input gradient)
+matrix: all of its time goes into writing and reading the patch matrix or the transposed
+copies around it, not into arithmetic. Here no patch matrix exists.
+
+The trick: flatten planes with their padding
+--------------------------------------------
+Pad an (H, W) input by P on every side and store it flat with row length Wp = W + 2P:
+xpad_flat[h' Wp + v'] = xpad[h', v']. A stride-1 convolution
+
+    y[b, o, i, j] = bias[o] + sum_{c, p, q} w[o, c, p, q] xpad[b, c, i + p, j + q]
+
+then reads, for output k = i Wp + j, the value xpad_flat[k + (p Wp + q)]: every tap (p, q) is
+the same flat plane shifted by p Wp + q. So one tap of one channel is one long loop
+
+    acc[k] += w[o, c, p, q] * xpad_flat[c, k + p Wp + q]        k = 0 .. Ho Wp - 1
+
+that the compiler vectorises, over an accumulator acc (Ho, Wp) that stays in the L1 cache.
+The columns j >= Wo of acc mix the end of one row with the start of the next; they are
+computed and thrown away (Wp / Wo - 1 extra work: 6 % on 32 x 32 maps with P = 1). With
+kw = 3 the three taps of a kernel row are fused into one pass (three multiply-adds per load
+and store of acc).
+
+The weight gradient reads the same shifted planes:
+
+    gw[o, c, p, q] = sum_b sum_k gpad[b, o, k] xpad_flat[b, c, k + p Wp + q]
+
+where gpad is dL/dy written into rows of length Wp with zeros in the columns j >= Wo.
+
+Both kinds of layer map onto ``convolve`` (the conv form above) and ``weight_grad``:
+- convolution, stride 1, padding P: forward = convolve(x, w, P); input gradient = convolve(gy,
+  w flipped in space with in/out swapped, kh - 1 - P); weight gradient = weight_grad.
+- transposed convolution, stride 1, padding pad: it is the convolution with weight
+  w_conv[o, c, p, q] = w[c, o, kh - 1 - p, kw - 1 - q] and padding kh - 1 - pad.
+
+Only square kernels with 0 <= padding <= k - 1 take this path (``applies``).
+
+Threads: ``prange`` over images in the forward pass (each writes its own y[b]); over a fixed
+number of chunks of images in the weight gradient, whose partial sums are added in chunk order
+(the result does not depend on the number of threads).
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from .numpy_ref import conv_out_size
+
+_JIT = dict(cache=True, nogil=True)
+_GRAD_CHUNKS = 16     # fixed number of partial weight gradients: deterministic and parallel
+
+
+def applies(kh, kw, stride, padding):
+    """Whether a layer with these settings can take this path."""
+    return stride == 1 and kh == kw and 0 <= padding <= kh - 1
+
+
+@njit(**_JIT)
+def _pad_into(plane, pad, Wp, out):
+    """plane (H, W) -> out[(h + pad) Wp + pad + v] = plane[h, v]; the rest of out is zeroed."""
+    out[:] = 0
+    H, W = plane.shape
+    for h in range(H):
+        row = out[(h + pad) * Wp + pad:(h + pad) * Wp + pad + W]
+        src = plane[h]
+        for v in range(W):
+            row[v] = src[v]
+
+
+@njit(**_JIT)
+def _accumulate_taps(acc, xflat, w_oc, Wp):
+    """acc[k] += sum_{p, q} w_oc[p, q] xflat[k + p Wp + q] for k < len(acc)."""
+    n = acc.shape[0]
+    kh, kw = w_oc.shape
+    for p in range(kh):
+        base = p * Wp
+        if kw == 3:
+            w0, w1, w2 = w_oc[p, 0], w_oc[p, 1], w_oc[p, 2]
+            s0 = xflat[base:base + n]
+            s1 = xflat[base + 1:base + 1 + n]
+            s2 = xflat[base + 2:base + 2 + n]
+            for k in range(n):
+                acc[k] += w0 * s0[k] + w1 * s1[k] + w2 * s2[k]
+        else:
+            for q in range(kw):
+                wv = w_oc[p, q]
+                s = xflat[base + q:base + q + n]
+                for k in range(n):
+                    acc[k] += wv * s[k]
+
+
+@njit(parallel=True, **_JIT)
+def _convolve(x, w, bias, pad, y):
+    """y[b] = the stride-1 convolution of x[b] (see the module docstring); all of y written."""
+    B, C_in, H, W = x.shape
+    C_out, _, kh, kw = w.shape
+    Ho, Wo = y.shape[2], y.shape[3]
+    Wp = W + 2 * pad
+    size = (H + 2 * pad) * Wp + kw          # + kw: the shifted reads of the last row's tail
+    n = Ho * Wp
+    for b in prange(B):
+        xpad = np.empty((C_in, size), dtype=x.dtype)
+        for c in range(C_in):
+            _pad_into(x[b, c], pad, Wp, xpad[c])
+        acc = np.empty(n, dtype=y.dtype)
+        for o in range(C_out):
+            acc[:] = bias[o]
+            for c in range(C_in):
+                _accumulate_taps(acc, xpad[c], w[o, c], Wp)
+            for i in range(Ho):
+                for j in range(Wo):
+                    y[b, o, i, j] = acc[i * Wp + j]
+
+
+@njit(parallel=True, fastmath={"reassoc"}, **_JIT)
+def _weight_grad_chunks(gy, x, pad, partial):
+    """partial[t] = the weight gradient over the images of chunk t (t < len(partial)).
+    ``reassoc`` lets the compiler split each dot product into vector lanes (a fixed order for
+    a given build, so runs repeat exactly)."""
+    B, C_in, H, W = x.shape
+    _, C_out, Ho, Wo = gy.shape
+    kh, kw = partial.shape[3], partial.shape[4]
+    Wp = W + 2 * pad
+    size = (H + 2 * pad) * Wp + kw
+    n = Ho * Wp
+    chunks = partial.shape[0]
+    zero = partial.dtype.type(0)
+    for t in prange(chunks):
+        gw = partial[t]
+        gw[:] = 0
+        xpad = np.empty((C_in, size), dtype=x.dtype)
+        g = np.zeros((C_out, n), dtype=gy.dtype)    # columns j >= Wo stay 0
+        for b in range(t * B // chunks, (t + 1) * B // chunks):
+            for c in range(C_in):
+                _pad_into(x[b, c], pad, Wp, xpad[c])
+            for o in range(C_out):
+                for i in range(Ho):
+                    for j in range(Wo):
+                        g[o, i * Wp + j] = gy[b, o, i, j]
+            for o in range(C_out):
+                go = g[o]
+                for c in range(C_in):
+                    for p in range(kh):
+                        for q in range(kw):
+                            s = xpad[c, p * Wp + q:p * Wp + q + n]
+                            total = zero
+                            for k in range(n):
+                                total += go[k] * s[k]
+                            gw[o, c, p, q] += total
+
+
+def convolve(x, w, b, padding):
+    """Stride-1 convolution: x (B, C_in, H, W), w (C_out, C_in, k, k), b (C_out,) or None
+    -> (B, C_out, Ho, Wo), the result of ``numpy_ref.conv2d_forward(x, w, b, 1, padding)``."""
+    B, _, H, W = x.shape
+    C_out, _, kh, kw = w.shape
+    dtype = np.result_type(x, w)
+    y = np.empty((B, C_out, conv_out_size(H, kh, 1, padding), conv_out_size(W, kw, 1, padding)),
+                 dtype=dtype)
+    bias = np.zeros(C_out, dtype=dtype) if b is None else np.asarray(b, dtype=dtype)
+    _convolve(np.ascontiguousarray(x, dtype=dtype), np.ascontiguousarray(w, dtype=dtype), bias,
+              padding, y)
+    return y
+
+
+def weight_grad(gy, x, kh, kw, padding):
+    """dL/dw (C_out, C_in, kh, kw) of a stride-1 convolution of x (B, C_in, H, W) whose output
+    gradient is gy (B, C_out, Ho, Wo), in the dtype of x."""
+    partial = np.empty((_GRAD_CHUNKS, gy.shape[1], x.shape[1], kh, kw), dtype=x.dtype)
+    _weight_grad_chunks(np.ascontiguousarray(gy, dtype=x.dtype), np.ascontiguousarray(x),
+                        padding, partial)
+    return partial.sum(axis=0)
+
+
+def flip_and_swap(w):
+    """w (A, B, kh, kw) -> (B, A, kh, kw) with both spatial axes reversed, contiguous."""
+    return np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
+
+
+def conv2d_forward(x, w, b, padding):
+    return convolve(x, w, b, padding)
+
+
+def conv2d_backward(gy, x, w, padding, has_bias):
+    kh, kw = w.shape[2:]
+    gx = convolve(gy, flip_and_swap(w), None, kh - 1 - padding)
+    gw = weight_grad(gy, x, kh, kw, padding)
+    gb = gy.sum(axis=(0, 2, 3)) if has_bias else None
+    return gx, gw, gb
+
+
+def conv_transpose2d_forward(x, w, b, padding):
+    """Transposed convolution, stride 1: w (C_in, C_out, k, k) -> the convolution with
+    w_conv = flip_and_swap(w) and padding k - 1 - padding."""
+    return convolve(x, flip_and_swap(w), b, w.shape[2] - 1 - padding)
+
+
+def conv_transpose2d_backward(gy, x, w, padding, has_bias):
+    kh, kw = w.shape[2:]
+    gx = convolve(gy, w, None, padding)       # the conv form's input gradient, unflipped back
+    gw = flip_and_swap(weight_grad(gy, x, kh, kw, kh - 1 - padding))
+    gb = gy.sum(axis=(0, 2, 3)) if has_bias else None
+    return gx, gw, gb
