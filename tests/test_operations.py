@@ -161,10 +161,10 @@ def test_tiny_fsvae_totals_are_the_sums_of_the_layers(tiny_fsvae):
     assert layers["membrane_output_layer"]["mac"] == T * 1 * 8 * 8
     assert layers["final_layer.1"]["neuron_updates"] == 0      # no LIF on the last conv
     assert layers["posterior.layers.2"]["neuron_updates"] == T * TINY.k * TINY.latent_dim
-    # the eval posterior steps through t < T-1, then runs once over T: counted once
+    # without gradients the eval posterior steps through all T steps and runs no full pass
     post = layers["posterior.layers.0"]
-    assert post["forward_calls"] == 1 and post["step_calls"] == T - 1
-    assert post["counted"] == "forward"
+    assert post["forward_calls"] == 0 and post["step_calls"] == T
+    assert post["counted"] == "step"
     # spikes into the decoder input are the sampled z: rate x T x latent x fan-out
     dec = layers["decoder_input"]
     assert dec["ac"] == pytest.approx(dec["input_spike_rate"] * T * TINY.latent_dim

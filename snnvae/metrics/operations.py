@@ -43,8 +43,9 @@ receptive field times C_out, padding excluded.
 
 Calls counted. Only full-sequence ``forward`` calls of a layer are counted, plus its one-step
 ``step`` calls (the O(T) eval-mode stepping of the latent networks) when the layer ran no full
-pass: FSVAE's eval posterior first steps through t < T-1 to sample z and then runs once over all
-T steps, recomputing exactly the same spikes, so a causal network does that work once. With
+pass: FSVAE's eval posterior without gradients steps through all T steps and runs no full pass
+(with gradients it steps through t < T-1 to sample z and then runs once over all T steps,
+recomputing exactly the same spikes, so a causal network does that work once). With
 ``forward=lambda m, x, rng: m.sample(len(x), rng)`` the prior's stepped generation is counted.
 """
 from __future__ import annotations

@@ -86,19 +86,6 @@ class FSVAE(SpikingVAESkeleton):
             distance = F.bernoulli_kld_loss(out.q_z, out.p_z)
         return FSVAELosses(recon + distance * self.config.weight_of_distance, recon, distance)
 
-    def reconstruct(self, images, rng):
-        """images (N, C_in, S, S) -> reconstructions (N, C_in, S, S), without gradients.
-
-        In eval mode the prior is skipped: the reconstruction does not depend on it and in eval
-        mode it draws no random numbers and changes no state, so the result and the rng stream
-        are those of ``forward``. In training mode the prior's tdBN statistics would move, so
-        the whole forward pass runs."""
-        if self.training:
-            return super().reconstruct(images, rng)
-        with no_grad():
-            _, z = self.posterior(self.encode(images), RandomPicks(self.config.k, rng))
-            return self.decode(z).data
-
     def sample(self, n, rng: np.random.Generator, incremental=True):
         """Generate n images (n, C_in, S, S) from the prior (eval mode)."""
         if self.training:

@@ -54,6 +54,8 @@ class _SpikingMixin:
         u_prev, o_prev = state if state is not None else (np.zeros_like(y), np.zeros_like(y))
         p = self.spike.params
         o, u = F.lif_step(y, u_prev, o_prev, p.vth, p.tau)
+        if self.firing_rates is not None:      # one entry per step: their mean is the pass's
+            self.firing_rates.append(float(o.mean()))
         return o, (u, o)
 
 
@@ -106,7 +108,9 @@ def unfused_blocks():
 @contextlib.contextmanager
 def monitor_firing_rates(model):
     """Inside the block, every spiking block of ``model`` records the mean of its output spikes
-    at each forward call. Yields a dict name -> list of rates, filled as the model runs."""
+    at each forward call, and at each ``step`` call of eval-mode stepping (one entry per step,
+    each over the same N rows, so their mean is the rate of the whole pass). Yields a dict
+    name -> list of rates, filled as the model runs."""
     blocks = {name.rstrip("."): m for name, m in model.named_modules()
               if isinstance(m, _SpikingMixin) and m.spike is not None}
     rates = {}
