@@ -37,9 +37,9 @@ Both kinds of layer map onto ``convolve`` (the conv form above) and ``weight_gra
 
 Only square kernels with 0 <= padding <= k - 1 take this path (``applies``).
 
-Threads: ``prange`` over images in the forward pass (each writes its own y[b]); over a fixed
-number of chunks of images in the weight gradient, whose partial sums are added in chunk order
-(the result does not depend on the number of threads).
+Threads: ``prange`` over a fixed number of chunks of images, each with its own scratch planes;
+in the forward pass each writes only its own y[b], in the weight gradient its own partial sum,
+added in chunk order (the result does not depend on the number of threads).
 """
 from __future__ import annotations
 
@@ -49,7 +49,11 @@ from numba import njit, prange
 from .numpy_ref import conv_out_size
 
 _JIT = dict(cache=True, nogil=True)
-_GRAD_CHUNKS = 16     # fixed number of partial weight gradients: deterministic and parallel
+# Images are split into this many fixed chunks, one per prange iteration, each with scratch
+# buffers allocated here and passed in (not allocated inside the parallel loop, where Numba may
+# hoist an allocation out of the loop and share it between threads); the weight gradient adds
+# the chunks' partial sums in order, so it does not depend on the number of threads.
+_CHUNKS = 16
 
 
 def applies(kh, kw, stride, padding):
@@ -92,30 +96,32 @@ def _accumulate_taps(acc, xflat, w_oc, Wp):
 
 
 @njit(parallel=True, **_JIT)
-def _convolve(x, w, bias, pad, y):
-    """y[b] = the stride-1 convolution of x[b] (see the module docstring); all of y written."""
+def _convolve(x, w, bias, pad, y, xpad, acc):
+    """y[b] = the stride-1 convolution of x[b] (see the module docstring); all of y written.
+    xpad (chunks, C_in, size) and acc (chunks, Ho Wp) are per-chunk scratch, allocated by the
+    caller: thread t works on the images of chunk t only."""
     B, C_in, H, W = x.shape
     C_out, _, kh, kw = w.shape
     Ho, Wo = y.shape[2], y.shape[3]
     Wp = W + 2 * pad
-    size = (H + 2 * pad) * Wp + kw          # + kw: the shifted reads of the last row's tail
-    n = Ho * Wp
-    for b in prange(B):
-        xpad = np.empty((C_in, size), dtype=x.dtype)
-        for c in range(C_in):
-            _pad_into(x[b, c], pad, Wp, xpad[c])
-        acc = np.empty(n, dtype=y.dtype)
-        for o in range(C_out):
-            acc[:] = bias[o]
+    chunks = xpad.shape[0]
+    for t in prange(chunks):
+        pad_t = xpad[t]
+        acc_t = acc[t]
+        for b in range(t * B // chunks, (t + 1) * B // chunks):
             for c in range(C_in):
-                _accumulate_taps(acc, xpad[c], w[o, c], Wp)
-            for i in range(Ho):
-                for j in range(Wo):
-                    y[b, o, i, j] = acc[i * Wp + j]
+                _pad_into(x[b, c], pad, Wp, pad_t[c])
+            for o in range(C_out):
+                acc_t[:] = bias[o]
+                for c in range(C_in):
+                    _accumulate_taps(acc_t, pad_t[c], w[o, c], Wp)
+                for i in range(Ho):
+                    for j in range(Wo):
+                        y[b, o, i, j] = acc_t[i * Wp + j]
 
 
 @njit(parallel=True, fastmath={"reassoc"}, **_JIT)
-def _weight_grad_chunks(gy, x, pad, partial):
+def _weight_grad_chunks(gy, x, pad, partial, xpad, g):
     """partial[t] = the weight gradient over the images of chunk t (t < len(partial)).
     ``reassoc`` lets the compiler split each dot product into vector lanes (a fixed order for
     a given build, so runs repeat exactly)."""
@@ -123,28 +129,28 @@ def _weight_grad_chunks(gy, x, pad, partial):
     _, C_out, Ho, Wo = gy.shape
     kh, kw = partial.shape[3], partial.shape[4]
     Wp = W + 2 * pad
-    size = (H + 2 * pad) * Wp + kw
     n = Ho * Wp
     chunks = partial.shape[0]
     zero = partial.dtype.type(0)
     for t in prange(chunks):
         gw = partial[t]
         gw[:] = 0
-        xpad = np.empty((C_in, size), dtype=x.dtype)
-        g = np.zeros((C_out, n), dtype=gy.dtype)    # columns j >= Wo stay 0
+        pad_t = xpad[t]
+        g_t = g[t]
+        g_t[:] = 0                                  # columns j >= Wo stay 0
         for b in range(t * B // chunks, (t + 1) * B // chunks):
             for c in range(C_in):
-                _pad_into(x[b, c], pad, Wp, xpad[c])
+                _pad_into(x[b, c], pad, Wp, pad_t[c])
             for o in range(C_out):
                 for i in range(Ho):
                     for j in range(Wo):
-                        g[o, i * Wp + j] = gy[b, o, i, j]
+                        g_t[o, i * Wp + j] = gy[b, o, i, j]
             for o in range(C_out):
-                go = g[o]
+                go = g_t[o]
                 for c in range(C_in):
                     for p in range(kh):
                         for q in range(kw):
-                            s = xpad[c, p * Wp + q:p * Wp + q + n]
+                            s = pad_t[c, p * Wp + q:p * Wp + q + n]
                             total = zero
                             for k in range(n):
                                 total += go[k] * s[k]
@@ -160,17 +166,25 @@ def convolve(x, w, b, padding):
     y = np.empty((B, C_out, conv_out_size(H, kh, 1, padding), conv_out_size(W, kw, 1, padding)),
                  dtype=dtype)
     bias = np.zeros(C_out, dtype=dtype) if b is None else np.asarray(b, dtype=dtype)
+    chunks = min(B, _CHUNKS)
+    Wp = W + 2 * padding
+    xpad = np.empty((chunks, x.shape[1], (H + 2 * padding) * Wp + kw), dtype=dtype)
+    acc = np.empty((chunks, y.shape[2] * Wp), dtype=dtype)
     _convolve(np.ascontiguousarray(x, dtype=dtype), np.ascontiguousarray(w, dtype=dtype), bias,
-              padding, y)
+              padding, y, xpad, acc)
     return y
 
 
 def weight_grad(gy, x, kh, kw, padding):
     """dL/dw (C_out, C_in, kh, kw) of a stride-1 convolution of x (B, C_in, H, W) whose output
     gradient is gy (B, C_out, Ho, Wo), in the dtype of x."""
-    partial = np.empty((_GRAD_CHUNKS, gy.shape[1], x.shape[1], kh, kw), dtype=x.dtype)
+    B, C_in, H, W = x.shape
+    Wp = W + 2 * padding
+    partial = np.empty((_CHUNKS, gy.shape[1], C_in, kh, kw), dtype=x.dtype)
+    xpad = np.empty((_CHUNKS, C_in, (H + 2 * padding) * Wp + kw), dtype=x.dtype)
+    g = np.empty((_CHUNKS, gy.shape[1], gy.shape[2] * Wp), dtype=x.dtype)
     _weight_grad_chunks(np.ascontiguousarray(gy, dtype=x.dtype), np.ascontiguousarray(x),
-                        padding, partial)
+                        padding, partial, xpad, g)
     return partial.sum(axis=0)
 
 
