@@ -3,7 +3,9 @@
 Loops that NumPy cannot vectorise well (the LIF and PSP recurrences over time, the
 im2col/col2im gathers of convolutions, per-channel reductions of tdBN) are ``@njit`` with
 ``cache=True`` so that the compiled code is reused across processes. Dense contractions are
-left to BLAS through ``numpy.matmul``: a hand-written loop cannot beat it.
+left to BLAS through ``numpy.matmul``, except where one side has so few channels that the
+product is a matrix-vector one and the patch matrix around it costs more than the arithmetic
+(``shifted``), or where the input is mostly zeros (``scatter``).
 
 Parallelism: ``prange`` splits neurons (LIF, PSP), rows of the patch matrix (im2col), (image,
 channel) maps (col2im), images (the scatter and shifted convolutions) or channels (tdBN) over

@@ -61,10 +61,16 @@ def applies(kh, kw, stride, padding):
     return stride == 1 and kh == kw and 0 <= padding <= kh - 1
 
 
+def _zeroed_planes(chunks, C, H, W, pad, kw, dtype):
+    """Scratch (chunks, C, (H + 2 pad) Wp + kw), all 0: one set of padded flat planes per chunk.
+    The + kw holds the shifted reads past the last row. ``_copy_interior`` only ever writes the
+    interior, so the padding stays 0 for every image a chunk walks."""
+    return np.zeros((chunks, C, (H + 2 * pad) * (W + 2 * pad) + kw), dtype=dtype)
+
+
 @njit(**_JIT)
-def _pad_into(plane, pad, Wp, out):
-    """plane (H, W) -> out[(h + pad) Wp + pad + v] = plane[h, v]; the rest of out is zeroed."""
-    out[:] = 0
+def _copy_interior(plane, pad, Wp, out):
+    """plane (H, W) -> out[(h + pad) Wp + pad + v] = plane[h, v]; the rest of out untouched."""
     H, W = plane.shape
     for h in range(H):
         row = out[(h + pad) * Wp + pad:(h + pad) * Wp + pad + W]
@@ -98,7 +104,7 @@ def _accumulate_taps(acc, xflat, w_oc, Wp):
 @njit(parallel=True, **_JIT)
 def _convolve(x, w, bias, pad, y, xpad, acc):
     """y[b] = the stride-1 convolution of x[b] (see the module docstring); all of y written.
-    xpad (chunks, C_in, size) and acc (chunks, Ho Wp) are per-chunk scratch, allocated by the
+    xpad (``_zeroed_planes``) and acc (chunks, Ho Wp) are per-chunk scratch, allocated by the
     caller: thread t works on the images of chunk t only."""
     B, C_in, H, W = x.shape
     C_out, _, kh, kw = w.shape
@@ -110,7 +116,7 @@ def _convolve(x, w, bias, pad, y, xpad, acc):
         acc_t = acc[t]
         for b in range(t * B // chunks, (t + 1) * B // chunks):
             for c in range(C_in):
-                _pad_into(x[b, c], pad, Wp, pad_t[c])
+                _copy_interior(x[b, c], pad, Wp, pad_t[c])
             for o in range(C_out):
                 acc_t[:] = bias[o]
                 for c in range(C_in):
@@ -122,7 +128,9 @@ def _convolve(x, w, bias, pad, y, xpad, acc):
 
 @njit(parallel=True, fastmath={"reassoc"}, **_JIT)
 def _weight_grad_chunks(gy, x, pad, partial, xpad, g):
-    """partial[t] = the weight gradient over the images of chunk t (t < len(partial)).
+    """partial[t] = the weight gradient over the images of chunk t (t < len(partial)); xpad
+    (``_zeroed_planes``) and g (chunks, C_out, Ho Wp) are per-chunk scratch, g zeroed here
+    once (its columns j >= Wo stay 0).
     ``reassoc`` lets the compiler split each dot product into vector lanes (a fixed order for
     a given build, so runs repeat exactly)."""
     B, C_in, H, W = x.shape
@@ -137,10 +145,10 @@ def _weight_grad_chunks(gy, x, pad, partial, xpad, g):
         gw[:] = 0
         pad_t = xpad[t]
         g_t = g[t]
-        g_t[:] = 0                                  # columns j >= Wo stay 0
+        g_t[:] = 0
         for b in range(t * B // chunks, (t + 1) * B // chunks):
             for c in range(C_in):
-                _pad_into(x[b, c], pad, Wp, pad_t[c])
+                _copy_interior(x[b, c], pad, Wp, pad_t[c])
             for o in range(C_out):
                 for i in range(Ho):
                     for j in range(Wo):
@@ -167,9 +175,8 @@ def convolve(x, w, b, padding):
                  dtype=dtype)
     bias = np.zeros(C_out, dtype=dtype) if b is None else np.asarray(b, dtype=dtype)
     chunks = min(B, _CHUNKS)
-    Wp = W + 2 * padding
-    xpad = np.empty((chunks, x.shape[1], (H + 2 * padding) * Wp + kw), dtype=dtype)
-    acc = np.empty((chunks, y.shape[2] * Wp), dtype=dtype)
+    xpad = _zeroed_planes(chunks, x.shape[1], H, W, padding, kw, dtype)
+    acc = np.empty((chunks, y.shape[2] * (W + 2 * padding)), dtype=dtype)
     _convolve(np.ascontiguousarray(x, dtype=dtype), np.ascontiguousarray(w, dtype=dtype), bias,
               padding, y, xpad, acc)
     return y
@@ -179,10 +186,9 @@ def weight_grad(gy, x, kh, kw, padding):
     """dL/dw (C_out, C_in, kh, kw) of a stride-1 convolution of x (B, C_in, H, W) whose output
     gradient is gy (B, C_out, Ho, Wo), in the dtype of x."""
     B, C_in, H, W = x.shape
-    Wp = W + 2 * padding
     partial = np.empty((_CHUNKS, gy.shape[1], C_in, kh, kw), dtype=x.dtype)
-    xpad = np.empty((_CHUNKS, C_in, (H + 2 * padding) * Wp + kw), dtype=x.dtype)
-    g = np.empty((_CHUNKS, gy.shape[1], gy.shape[2] * Wp), dtype=x.dtype)
+    xpad = _zeroed_planes(_CHUNKS, C_in, H, W, padding, kw, x.dtype)
+    g = np.empty((_CHUNKS, gy.shape[1], gy.shape[2] * (W + 2 * padding)), dtype=x.dtype)
     _weight_grad_chunks(np.ascontiguousarray(gy, dtype=x.dtype), np.ascontiguousarray(x),
                         padding, partial, xpad, g)
     return partial.sum(axis=0)
