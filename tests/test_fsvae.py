@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 
 from snnvae import F, Tensor
+from snnvae.autograd import no_grad
 from snnvae.gradcheck import check_spiking_backward, grad_check
 from snnvae.latent import RandomPicks, ReplayPicks
 from snnvae.models import FSVAE, PRESETS, FSVAEConfig, preset
+from snnvae.nn import monitor_firing_rates
 
 TINY = FSVAEConfig(hidden_channels=(4, 8), input_size=8, latent_dim=6, k=3, timesteps=5)
 
@@ -41,14 +43,20 @@ def test_incremental_generation_equals_rerunning_the_prefix(backend_name):
     assert images.shape == (4, 1, 8, 8) and np.all(np.abs(images) <= 1)
 
 
-def test_eval_posterior_stepping_equals_official_prefix_loop(backend_name):
-    """Eval mode steps the posterior in O(T); re-running every prefix must give the same z."""
+def eval_posterior_case():
+    """A warmed-up tiny model in eval mode, the encoded spikes x of 4 images (T, 4, C) and
+    one-of-k picks (T, 4, C) to replay."""
     model = tiny_model()
     images = tiny_images(4)
     warm_up(model, images)
     model.eval()
-    x = model.encode(images)
     picks = np.random.default_rng(9).integers(0, TINY.k, size=(TINY.timesteps, 4, TINY.latent_dim))
+    return model, model.encode(images), picks
+
+
+def test_eval_posterior_stepping_equals_official_prefix_loop(backend_name):
+    """Eval mode steps the posterior in O(T); re-running every prefix must give the same z."""
+    model, x, picks = eval_posterior_case()
     q_fast, z_fast = model.posterior(x, ReplayPicks(picks))
     # the official way: re-run the network on the prefix for every step
     z_in = np.zeros((TINY.timesteps, 4, TINY.latent_dim))
@@ -63,14 +71,7 @@ def test_eval_posterior_stepping_equals_official_prefix_loop(backend_name):
 def test_eval_without_gradients_skips_the_posteriors_second_pass(backend_name):
     """Without gradients the posterior's steps are its whole output (no second pass): they
     must give what the two-pass forward gives, and the firing-rate monitor still sees them."""
-    from snnvae.autograd import no_grad
-    from snnvae.nn import monitor_firing_rates
-    model = tiny_model()
-    images = tiny_images(4)
-    warm_up(model, images)
-    model.eval()
-    x = model.encode(images)
-    picks = np.random.default_rng(9).integers(0, TINY.k, size=(TINY.timesteps, 4, TINY.latent_dim))
+    model, x, picks = eval_posterior_case()
     with monitor_firing_rates(model.posterior) as two_pass:
         q_grad, z_grad = model.posterior(x, ReplayPicks(picks))
     with no_grad(), monitor_firing_rates(model.posterior) as stepped:

@@ -20,44 +20,37 @@ def close(got, ref, dtype):
     np.testing.assert_allclose(got, ref, rtol=TOL[dtype], atol=TOL[dtype])
 
 
-def layer(rng, dtype, shape, transposed):
-    C_in, C_out, H, W, k, _ = shape
+# Each kind of layer: (shifted forward, shifted backward, reference forward, reference
+# backward), the reference ones with stride 1 (and output_padding 0) filled in.
+KINDS = {
+    "convolution": (shifted.conv2d_forward, shifted.conv2d_backward,
+                    lambda x, w, b, pad: numpy_ref.conv2d_forward(x, w, b, 1, pad),
+                    lambda gy, x, w, pad, hb: numpy_ref.conv2d_backward(gy, x, w, 1, pad, hb)),
+    "transposed": (shifted.conv_transpose2d_forward, shifted.conv_transpose2d_backward,
+                   lambda x, w, b, pad: numpy_ref.conv_transpose2d_forward(x, w, b, 1, pad, 0),
+                   lambda gy, x, w, pad, hb: numpy_ref.conv_transpose2d_backward(gy, x, w, 1,
+                                                                                 pad, hb)),
+}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_the_shifted_kernels_match_the_reference(kind, dtype, shape):
+    forward, backward, ref_forward, ref_backward = KINDS[kind]
+    rng = np.random.default_rng(1)
+    C_in, C_out, H, W, k, pad = shape
     x = rng.normal(size=(3, C_in, H, W)).astype(dtype)
     x[0, 0] = 0.0                               # a silent input map is handled too
-    w_shape = (C_in, C_out, k, k) if transposed else (C_out, C_in, k, k)
-    return x, rng.normal(size=w_shape).astype(dtype), rng.normal(size=C_out).astype(dtype)
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("shape", SHAPES)
-def test_the_shifted_convolution_matches_the_reference(dtype, shape):
-    rng = np.random.default_rng(1)
-    pad = shape[-1]
-    x, w, b = layer(rng, dtype, shape, transposed=False)
+    w_shape = (C_in, C_out, k, k) if kind == "transposed" else (C_out, C_in, k, k)
+    w = rng.normal(size=w_shape).astype(dtype)
+    b = rng.normal(size=C_out).astype(dtype)
     for bias in (b, None):
-        close(shifted.conv2d_forward(x, w, bias, pad), numpy_ref.conv2d_forward(x, w, bias, 1, pad),
-              dtype)
-    gy = rng.normal(size=numpy_ref.conv2d_forward(x, w, b, 1, pad).shape).astype(dtype)
-    got = shifted.conv2d_backward(gy, x, w, pad, True)
-    for g, r in zip(got, numpy_ref.conv2d_backward(gy, x, w, 1, pad, True)):
+        close(forward(x, w, bias, pad), ref_forward(x, w, bias, pad), dtype)
+    gy = rng.normal(size=ref_forward(x, w, b, pad).shape).astype(dtype)
+    for g, r in zip(backward(gy, x, w, pad, True), ref_backward(gy, x, w, pad, True)):
         close(g, r, dtype)
-    assert shifted.conv2d_backward(gy, x, w, pad, False)[2] is None
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("shape", SHAPES)
-def test_the_shifted_transposed_convolution_matches_the_reference(dtype, shape):
-    rng = np.random.default_rng(2)
-    pad = shape[-1]
-    x, w, b = layer(rng, dtype, shape, transposed=True)
-    for bias in (b, None):
-        close(shifted.conv_transpose2d_forward(x, w, bias, pad),
-              numpy_ref.conv_transpose2d_forward(x, w, bias, 1, pad, 0), dtype)
-    y = numpy_ref.conv_transpose2d_forward(x, w, b, 1, pad, 0)
-    gy = rng.normal(size=y.shape).astype(dtype)
-    got = shifted.conv_transpose2d_backward(gy, x, w, pad, True)
-    for g, r in zip(got, numpy_ref.conv_transpose2d_backward(gy, x, w, 1, pad, True)):
-        close(g, r, dtype)
+    assert backward(gy, x, w, pad, False)[2] is None
 
 
 def test_flip_and_swap_is_its_own_inverse():

@@ -139,16 +139,17 @@ class BernoulliPosterior(Module):
         else:
             z_in = np.zeros((T, N, C), dtype=x.dtype)
             stepper = _SteppedNetwork(self.layers)
-            xd = x.data
             q = np.empty((T, N, C, self.k), dtype=x.dtype)
-            # Without gradients the steps are the whole answer: step T-1 too, no second pass.
-            last = T if not is_grad_enabled() else T - 1
-            for t in range(last):
-                q[t] = stepper.step(np.concatenate([xd[t], z_in[t]], axis=-1)).reshape(N, C, self.k)
-                if t < T - 1:
-                    picks[t] = picker.draw(t, N, C)
-                    z_in[t + 1] = pick_array(q[t], picks[t])
-            if last == T:
+
+            def step(t):
+                q[t] = stepper.step(np.concatenate([x.data[t], z_in[t]], axis=-1)).reshape(q[t].shape)
+
+            for t in range(T - 1):
+                step(t)
+                picks[t] = picker.draw(t, N, C)
+                z_in[t + 1] = pick_array(q[t], picks[t])
+            if not is_grad_enabled():        # the steps are the whole answer: no second pass
+                step(T - 1)
                 picks[T - 1] = picker.draw(T - 1, N, C)
                 return Tensor(q), Tensor(pick_array(q, picks))
         q_z = self.spikes(x, Tensor(z_in))

@@ -31,9 +31,14 @@ class _SpikingMixin:
                 y = self.bn(y)
             if self.spike is not None:
                 y = self.spike(y)
-        if self.spike is not None and self.firing_rates is not None:
-            self.firing_rates.append(float(y.data.mean()))
+        self._record_rate(y.data)
         return y
+
+    def _record_rate(self, spikes):
+        """While monitored (``monitor_firing_rates``, which only watches blocks with a neuron),
+        note the mean of these output spikes."""
+        if self.firing_rates is not None:
+            self.firing_rates.append(float(spikes.mean()))
 
     def step(self, x_t, state=None):
         """One time step in eval mode: x_t array (N, ...) -> (output (N, ...), new state).
@@ -54,8 +59,7 @@ class _SpikingMixin:
         u_prev, o_prev = state if state is not None else (np.zeros_like(y), np.zeros_like(y))
         p = self.spike.params
         o, u = F.lif_step(y, u_prev, o_prev, p.vth, p.tau)
-        if self.firing_rates is not None:      # one entry per step: their mean is the pass's
-            self.firing_rates.append(float(o.mean()))
+        self._record_rate(o)                   # one entry per step: their mean is the pass's
         return o, (u, o)
 
 
