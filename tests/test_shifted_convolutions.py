@@ -101,5 +101,5 @@ def test_the_weight_gradient_does_not_depend_on_the_number_of_threads():
     finally:
         numba.set_num_threads(threads)
     np.testing.assert_array_equal(one, every)
-    np.testing.assert_allclose(one, numpy_ref.conv2d_backward(gy, x, np.zeros((1, 4, 3, 3), np.float32),
-                                                              1, 1, False)[1], rtol=3e-5, atol=3e-5)
+    reference = numpy_ref.conv2d_backward(gy, x, np.zeros((1, 4, 3, 3), np.float32), 1, 1, False)
+    np.testing.assert_allclose(one, reference[1], rtol=3e-5, atol=3e-5)

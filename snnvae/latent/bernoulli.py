@@ -142,7 +142,8 @@ class BernoulliPosterior(Module):
             q = np.empty((T, N, C, self.k), dtype=x.dtype)
 
             def step(t):
-                q[t] = stepper.step(np.concatenate([x.data[t], z_in[t]], axis=-1)).reshape(q[t].shape)
+                inputs = np.concatenate([x.data[t], z_in[t]], axis=-1)
+                q[t] = stepper.step(inputs).reshape(q[t].shape)
 
             for t in range(T - 1):
                 step(t)

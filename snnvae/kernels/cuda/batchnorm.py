@@ -178,21 +178,28 @@ def _channel_affine(j, S, mean, invstd, gamma, beta, scale):
     return mean[c], invstd[c], scale * gamma[c], beta[c]
 
 
+@cuda.jit(device=True)
+def _walk_forward(x, j, S, mean, invstd, gamma, beta, scale, lif, smooth, out, keep_membrane):
+    """Neuron j's forward recurrence, t = 0 .. T-1: y = scale gamma_c xhat + beta_c computed on
+    the fly and integrated into u; writes out[t, j] = u_t (keep_membrane) or the spike o_t.
+    The one walk of both fused kernels, so backward recomputes exactly the forward's u."""
+    mu, iv, gain, shift = _channel_affine(j, S, mean, invstd, gamma, beta, scale)
+    u_t = o_t = lif[LIF_ZERO]
+    for t in range(x.shape[0]):
+        u_t, o_t = lif_update(u_t, o_t, gain * ((x[t, j] - mu) * iv) + shift, lif, smooth)
+        out[t, j] = u_t if keep_membrane else o_t
+
+
 @cuda.jit
 def _bn_lif_forward_kernel(x, mean, invstd, gamma, beta, scale, S, o, lif, smooth):
     """x, o (T, J): J = N*C*S neurons per step, neuron j of channel (j // S) % C.
 
-    Thread -> neuron j (grid-stride), walking t = 0 .. T-1: y = scale gamma_c xhat + beta_c is
-    computed on the fly and integrated into u; only o is written. At each t consecutive threads
+    Thread -> neuron j (grid-stride), walking t = 0 .. T-1 (``_walk_forward``); only o is
+    written. At each t consecutive threads
     read consecutive x[t, j] and write consecutive o[t, j]: coalesced; the channel constants
     are loaded once per neuron."""
-    T, J = x.shape
-    for j in range(cuda.grid(1), J, cuda.gridsize(1)):
-        mu, iv, gain, shift = _channel_affine(j, S, mean, invstd, gamma, beta, scale)
-        u_t = o_t = lif[LIF_ZERO]
-        for t in range(T):
-            u_t, o_t = lif_update(u_t, o_t, gain * ((x[t, j] - mu) * iv) + shift, lif, smooth)
-            o[t, j] = o_t
+    for j in range(cuda.grid(1), x.shape[1], cuda.gridsize(1)):
+        _walk_forward(x, j, S, mean, invstd, gamma, beta, scale, lif, smooth, o, False)
 
 
 @cuda.jit
@@ -201,18 +208,14 @@ def _bn_lif_backward_kernel(go, x, mean, invstd, gamma, beta, scale, S, gy, lif,
     """gy = dL/dy through the LIF, for go, x, gy (T, J) laid out as in the forward kernel.
 
     Thread -> neuron j (grid-stride). It first walks t forwards recomputing u_t with the
-    forward kernel's arithmetic (so the same values) and parks u_t in gy[t, j]: the output
-    array doubles as the (T, J) scratch, no other buffer is needed. Then it walks t backwards:
-    reads u_t back, recomputes o_t from it, and overwrites gy[t, j] with the gradient. Each
-    thread only touches its own column j; at each t consecutive threads touch consecutive
-    addresses of row t (coalesced)."""
+    forward kernel's walk (``_walk_forward``, so the same values) and parks u_t in gy[t, j]:
+    the output array doubles as the (T, J) scratch, no other buffer is needed. Then it walks t
+    backwards: reads u_t back, recomputes o_t from it, and overwrites gy[t, j] with the
+    gradient. Each thread only touches its own column j; at each t consecutive threads touch
+    consecutive addresses of row t (coalesced)."""
     T, J = x.shape
     for j in range(cuda.grid(1), J, cuda.gridsize(1)):
-        mu, iv, gain, shift = _channel_affine(j, S, mean, invstd, gamma, beta, scale)
-        u_t = o_t = lif[LIF_ZERO]
-        for t in range(T):
-            u_t, o_t = lif_update(u_t, o_t, gain * ((x[t, j] - mu) * iv) + shift, lif, smooth)
-            gy[t, j] = u_t
+        _walk_forward(x, j, S, mean, invstd, gamma, beta, scale, lif, smooth, gy, True)
         gu_next = lif[LIF_ZERO]
         for t in range(T - 1, -1, -1):
             u_t = gy[t, j]
