@@ -6,8 +6,11 @@ This lesson opens that box.
 1. Tensors and the graph
    A ``Tensor`` wraps a NumPy array (``.data``). When an operation runs on tensors that
    require gradients, the result remembers *how* it was made: the ``Function`` that produced
-   it, a context ``ctx`` holding whatever backward will need, and its parent tensors. These
-   links form a directed acyclic graph from the inputs (leaves) to the loss (root).
+   it, a context ``ctx`` holding whatever backward will need, and links to its inputs' own
+   records (a ``Node`` each; a leaf links to itself). These links form a directed acyclic
+   graph from the inputs (leaves) to the loss (root). The graph links records, not the
+   intermediate tensors: an intermediate array stays in memory only while a variable or a
+   ``ctx`` holds it, which is what lets a deep spiking network free its spikes early.
 
 2. The chain rule, run backwards
    For a scalar loss L and a node y = f(x1, x2, ...), the Function's ``backward`` receives
@@ -57,6 +60,7 @@ import numpy as np
 from _common import Checker, banner, parse_args, plt, save_figure, section
 
 from snnvae import F, Function, Tensor, gradcheck, no_grad
+from snnvae.autograd import Node
 
 
 # ---------------------------------------------------------------------------------------------
@@ -99,31 +103,36 @@ class WrongSoftplus(Softplus):
         return (g * sig * (1.0 - sig),)
 
 
+def vertex(t):
+    """A tensor's place in the recorded graph: the Node that produced it (function, saved
+    context, the inputs' own places), or the tensor itself for a leaf."""
+    return t if t._node is None else t._node
+
+
 def graph_order(root):
     """Reverse topological order of the recorded graph (root first), built here by hand:
-    a depth-first search appends a node after all of its parents, then we reverse."""
+    a depth-first search appends a vertex after all of its parents, then we reverse."""
     order, seen = [], set()
 
-    def visit(t):
-        if id(t) in seen:
+    def visit(v):
+        if id(v) in seen:
             return
-        seen.add(id(t))
-        if t._node is not None:
-            for parent in t._node[2]:
-                if parent is not None and parent.requires_grad:
+        seen.add(id(v))
+        if isinstance(v, Node):
+            for parent in v.parents:
+                if parent is not None:
                     visit(parent)
-        order.append(t)
+        order.append(v)
 
-    visit(root)
+    visit(vertex(root))
     return order[::-1]
 
 
-def describe(t, names):
-    if t._node is None:
-        return f"{names.get(id(t), '?')} (leaf)"
-    fn, _, parents = t._node
-    args = ", ".join(names.get(id(p), "const") if p is not None else "const" for p in parents)
-    return f"{names.get(id(t), '?')} = {fn.__name__}({args})"
+def describe(v, names):
+    if not isinstance(v, Node):
+        return f"{names.get(id(v), '?')} (leaf)"
+    args = ", ".join(names.get(id(p), "const") if p is not None else "const" for p in v.parents)
+    return f"{names.get(id(v), '?')} = {v.fn.__name__}({args})"
 
 
 def main():
@@ -140,7 +149,8 @@ def main():
     d = a ** 2           #  4
     e = c + d            # -2
     L = e * e            #  4
-    names = {id(a): "a", id(b): "b", id(c): "c", id(d): "d", id(e): "e", id(L): "L"}
+    names = {id(vertex(t)): name for t, name in [(a, "a"), (b, "b"), (c, "c"), (d, "d"),
+                                                 (e, "e"), (L, "L")]}
     print("  a = 2, b = -3;  c = a*b, d = a**2, e = c + d, L = e*e")
     print("  nodes in the order backward visits them (every consumer before its inputs):")
     for t in graph_order(L):

@@ -21,11 +21,19 @@ network has a few dozen nodes, not millions.
 
 ``backward()`` visits nodes in reverse topological order and sums the gradients that reach a
 tensor along different paths (gradient accumulation).
+
+What the graph keeps alive. A result's ``_node`` is a ``Node(fn, ctx, parents, shape)``; its
+``parents`` are the inputs' own Nodes (or the leaf Tensors themselves, which receive ``.grad``),
+never the intermediate Tensors. So an intermediate array lives only as long as something
+references it: the user's variables, or a ``ctx`` that saved it for backward. A spiking layer's
+float32 spikes, for instance, are freed as soon as the next layer has run and saved its own
+compact copy (see ``functional.conv``).
 """
 from __future__ import annotations
 
 import contextlib
 import threading
+from typing import NamedTuple
 
 import numpy as np
 
@@ -58,7 +66,8 @@ def enable_grad():
 
 
 class Context:
-    """Scratch space of one Function call: saved arrays and which inputs need gradients."""
+    """Scratch space of one Function call: saved arrays and which inputs need gradients
+    (all False under ``no_grad``, where nothing is recorded and backward will not run)."""
 
     def __init__(self, needs_input_grad):
         self.needs_input_grad = needs_input_grad
@@ -66,6 +75,24 @@ class Context:
 
     def save_for_backward(self, *values):
         self.saved = values
+
+
+class Node(NamedTuple):
+    """One recorded Function call: its Function class, its Context, and for each positional
+    input the vertex gradients flow to (the input's own Node, a leaf Tensor that requires grad,
+    or None). ``shape`` is that of the result, for checking the gradients that reach it."""
+    fn: type
+    ctx: Context
+    parents: tuple
+    shape: tuple
+
+
+def _vertex(t):
+    """Where the gradient of Tensor t goes in the graph: its Node, or t itself for a leaf
+    (None where no gradient is needed)."""
+    if not t.requires_grad:
+        return None
+    return t if t._node is None else t._node
 
 
 class Tensor:
@@ -86,7 +113,7 @@ class Tensor:
         self.data = array
         self.requires_grad = bool(requires_grad)
         self.grad = None
-        self._node = None  # (Function class, Context, parent tensors by position)
+        self._node = None  # the Node that produced this tensor (None for a leaf)
 
     # --- basic facts -------------------------------------------------------------------------
     @property
@@ -147,44 +174,44 @@ class Tensor:
         if grad.shape != self.shape:
             raise ValueError(f"grad of shape {grad.shape} given for a tensor of shape {self.shape}")
 
-        order = _topological_order(self)
-        grads = {id(self): grad}
-        for tensor in reversed(order):
-            g = grads.pop(id(tensor), None)
+        root = _vertex(self)
+        grads = {id(root): grad}
+        for vertex in reversed(_topological_order(root)):
+            g = grads.pop(id(vertex), None)
             if g is None:
                 continue
-            if tensor._node is None:
-                tensor.grad = g if tensor.grad is None else tensor.grad + g
+            if isinstance(vertex, Tensor):                 # a leaf: keep its gradient
+                vertex.grad = g if vertex.grad is None else vertex.grad + g
                 continue
-            fn, ctx, parents = tensor._node
-            input_grads = fn.backward(ctx, g)
+            input_grads = vertex.fn.backward(vertex.ctx, g)
             if not isinstance(input_grads, tuple):
                 input_grads = (input_grads,)
-            for parent, pg in zip(parents, input_grads):
-                if parent is None or pg is None or not parent.requires_grad:
+            for parent, pg in zip(vertex.parents, input_grads):
+                if parent is None or pg is None:
                     continue
                 if pg.shape != parent.shape:
-                    raise RuntimeError(f"{fn.__name__}.backward returned a gradient of shape "
-                                       f"{pg.shape} for an input of shape {parent.shape}")
+                    raise RuntimeError(f"{vertex.fn.__name__}.backward returned a gradient of "
+                                       f"shape {pg.shape} for an input of shape {parent.shape}")
                 key = id(parent)
                 grads[key] = pg if key not in grads else grads[key] + pg
 
 
 def _topological_order(root):
-    """Tensors reachable from ``root`` through recorded nodes, parents before children."""
+    """Graph vertices (Nodes and leaf Tensors) reachable from ``root``, parents before
+    children."""
     order, seen, stack = [], set(), [(root, False)]
     while stack:
-        tensor, expanded = stack.pop()
+        vertex, expanded = stack.pop()
         if expanded:
-            order.append(tensor)
+            order.append(vertex)
             continue
-        if id(tensor) in seen:
+        if id(vertex) in seen:
             continue
-        seen.add(id(tensor))
-        stack.append((tensor, True))
-        if tensor._node is not None:
-            for parent in tensor._node[2]:
-                if parent is not None and parent.requires_grad and id(parent) not in seen:
+        seen.add(id(vertex))
+        stack.append((vertex, True))
+        if isinstance(vertex, Node):
+            for parent in vertex.parents:
+                if parent is not None and id(parent) not in seen:
                     stack.append((parent, False))
     return order
 
@@ -202,14 +229,15 @@ class Function:
 
     @classmethod
     def apply(cls, *args, **kwargs) -> Tensor:
-        needs = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)
+        recording = is_grad_enabled()
+        needs = tuple(recording and isinstance(a, Tensor) and a.requires_grad for a in args)
         ctx = Context(needs)
         raw = [a.data if isinstance(a, Tensor) else a for a in args]
         out = Tensor(cls.forward(ctx, *raw, **kwargs))
-        if is_grad_enabled() and any(needs):
+        if any(needs):
             out.requires_grad = True
-            parents = tuple(a if isinstance(a, Tensor) else None for a in args)
-            out._node = (cls, ctx, parents)
+            parents = tuple(_vertex(a) if isinstance(a, Tensor) else None for a in args)
+            out._node = Node(cls, ctx, parents, out.shape)
         return out
 
 

@@ -104,6 +104,22 @@ def test_diamond_graph_visits_shared_node_once():
     np.testing.assert_allclose(x.grad, (2 * t + 1) * (1 - t * t))
 
 
+
+def test_graph_does_not_keep_intermediate_arrays_alive():
+    """The graph links Nodes, not Tensors: an intermediate array that no ctx saved (Add saves
+    only shapes) is freed once the user drops it, and backward still works."""
+    import gc
+    import weakref
+    x = Tensor(np.array([0.5, -1.0, 2.0]), requires_grad=True)
+    hidden = x + 1.0
+    probe = weakref.ref(hidden.data)
+    y = (hidden + 2.0) * x               # Mul saves its inputs: hidden + 2, not hidden itself
+    del hidden
+    gc.collect()
+    assert probe() is None, "the graph kept an intermediate array alive"
+    y.sum().backward()
+    np.testing.assert_allclose(x.grad, 2 * x.data + 3.0)
+
 def test_no_grad_and_detach_cut_the_graph():
     x = Tensor(np.ones(3), requires_grad=True)
     with no_grad():
