@@ -22,7 +22,7 @@ KERNEL_NAMES = (
     "tdbn_lif_forward_train", "tdbn_lif_forward_eval", "tdbn_lif_backward",
     "psp_forward", "psp_backward",
     "membrane_forward", "membrane_backward",
-    "adam_update",
+    "pack_spikes", "adam_update",
 )
 _MODULES = {"numpy": "snnvae.kernels.numpy_ref", "cpu": "snnvae.kernels.cpu",
             "cuda": "snnvae.kernels.cuda"}

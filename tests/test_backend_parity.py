@@ -187,3 +187,32 @@ def test_im2col_writes_every_element(size, k, stride, pad):
         cpu._col2im(c, b, np.zeros(3), cpu._tap_offsets(size, size, k, k, stride, pad, out, out))
     np.testing.assert_array_equal(back[0], back[1])
     assert np.vdot(filled[0].astype(np.float64), c) == pytest.approx(np.vdot(x, back[0]), rel=1e-6)
+
+
+SPIKE_CASES = {
+    "spikes": lambda rng, shape: (rng.random(shape) < 0.2),
+    "all zeros": lambda rng, shape: np.zeros(shape),
+    "real values": lambda rng, shape: rng.normal(size=shape),
+    "one 0.5 after the probe": lambda rng, shape: _late_value(rng.random(shape) < 0.2, 0.5),
+    "one 2 at the very end": lambda rng, shape: _late_value(rng.random(shape) < 0.2, 2.0),
+}
+
+
+def _late_value(spikes, value):
+    x = spikes.astype(np.float64)
+    x.reshape(-1)[-1 if value == 2.0 else x.size // 2] = value
+    return x
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", SPIKE_CASES, ids=list(SPIKE_CASES))
+def test_pack_spikes_keeps_spikes_as_bytes_and_refuses_anything_else(dtype, case):
+    rng = np.random.default_rng(5)
+    x = SPIKE_CASES[case](rng, (3, 7, 5, 41)).astype(dtype)   # larger than the CPU probe
+    ref, got = numpy_ref.pack_spikes(x), cpu.pack_spikes(x)
+    binary = case in ("spikes", "all zeros")
+    assert (ref is not None) == binary and (got is not None) == binary
+    if binary:
+        assert got.dtype == np.uint8 and got.shape == x.shape
+        np.testing.assert_array_equal(got, ref)
+        np.testing.assert_array_equal(got.astype(dtype), x)

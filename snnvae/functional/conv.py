@@ -16,6 +16,7 @@ import numpy as np
 from .. import backend
 from ..autograd import Function, as_tensor
 from ._checks import check_float, check_ndim, check_same_dtype
+from ._saved import keep_input, restore_input
 
 _LAYOUT = "(T, N, C, H, W) or (B, C, H, W)"
 
@@ -28,14 +29,15 @@ class Conv2d(Function):
     @staticmethod
     def forward(ctx, x, w, b, stride, padding):
         xb = _fold(x)
-        ctx.save_for_backward(xb, w, b is not None, stride, padding, x.shape)
+        ctx.save_for_backward(keep_input(ctx, xb), w, b is not None, stride, padding, x.shape)
         y = backend.kernels().conv2d_forward(xb, w, b, stride, padding)
         return y.reshape(*x.shape[:-3], *y.shape[1:])
 
     @staticmethod
     def backward(ctx, g):
         xb, w, has_bias, stride, padding, x_shape = ctx.saved
-        gx, gw, gb = backend.kernels().conv2d_backward(_fold(g), xb, w, stride, padding, has_bias)
+        gx, gw, gb = backend.kernels().conv2d_backward(_fold(g), restore_input(xb, w.dtype), w,
+                                                       stride, padding, has_bias)
         return gx.reshape(x_shape), gw, gb, None, None
 
 
@@ -43,15 +45,15 @@ class ConvTranspose2d(Function):
     @staticmethod
     def forward(ctx, x, w, b, stride, padding, output_padding):
         xb = _fold(x)
-        ctx.save_for_backward(xb, w, b is not None, stride, padding, x.shape)
+        ctx.save_for_backward(keep_input(ctx, xb), w, b is not None, stride, padding, x.shape)
         y = backend.kernels().conv_transpose2d_forward(xb, w, b, stride, padding, output_padding)
         return y.reshape(*x.shape[:-3], *y.shape[1:])
 
     @staticmethod
     def backward(ctx, g):
         xb, w, has_bias, stride, padding, x_shape = ctx.saved
-        gx, gw, gb = backend.kernels().conv_transpose2d_backward(_fold(g), xb, w, stride,
-                                                                 padding, has_bias)
+        gx, gw, gb = backend.kernels().conv_transpose2d_backward(
+            _fold(g), restore_input(xb, w.dtype), w, stride, padding, has_bias)
         return gx.reshape(x_shape), gw, gb, None, None, None
 
 

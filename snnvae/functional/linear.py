@@ -9,6 +9,7 @@ from __future__ import annotations
 from .. import backend
 from ..autograd import Function, as_tensor
 from ._checks import check_float, check_same_dtype
+from ._saved import keep_input, restore_input
 
 
 class Linear(Function):
@@ -16,14 +17,15 @@ class Linear(Function):
     def forward(ctx, x, w, b):
         k = backend.kernels()
         rows = x.reshape(-1, x.shape[-1])
-        ctx.save_for_backward(rows, w, b is not None, x.shape)
+        ctx.save_for_backward(keep_input(ctx, rows), w, b is not None, x.shape)
         y = k.linear_forward(rows, w, b)
         return y.reshape(*x.shape[:-1], w.shape[0])
 
     @staticmethod
     def backward(ctx, g):
         rows, w, has_bias, x_shape = ctx.saved
-        gx, gw, gb = backend.kernels().linear_backward(g.reshape(-1, w.shape[0]), rows, w, has_bias)
+        gx, gw, gb = backend.kernels().linear_backward(g.reshape(-1, w.shape[0]),
+                                                       restore_input(rows, w.dtype), w, has_bias)
         return gx.reshape(x_shape), gw, gb
 
 

@@ -710,6 +710,41 @@ def membrane_backward(gy, T, decay):
 
 
 # --------------------------------------------------------------------------------------------
+# Spikes as bytes: one parallel pass that writes x != 0 as uint8 and notes, per fixed chunk,
+# whether any value was neither 0 nor 1 (both branch-free, so the loop vectorises). A real-valued
+# input is usually recognised from its first values, before the pass.
+# --------------------------------------------------------------------------------------------
+
+_PACK_CHUNKS = 64
+_PACK_PROBE = 256
+
+
+@njit(parallel=True, **_JIT)
+def _pack_binary(flat, out):
+    """out[i] = flat[i] != 0; returns True when every value of flat is 0 or 1."""
+    n = flat.size
+    step = (n + _PACK_CHUNKS - 1) // _PACK_CHUNKS
+    other = np.zeros(_PACK_CHUNKS, dtype=np.int64)
+    for k in prange(_PACK_CHUNKS):
+        count = 0
+        for i in range(k * step, min(n, (k + 1) * step)):
+            v = flat[i]
+            out[i] = v != 0
+            count += (v != 0) & (v != 1)
+        other[k] = count
+    return other.sum() == 0
+
+
+def pack_spikes(x):
+    flat = np.ascontiguousarray(x).reshape(-1)
+    probe = flat[:_PACK_PROBE]
+    if not np.all((probe == 0) | (probe == 1)):
+        return None
+    out = np.empty(x.shape, dtype=np.uint8)
+    return out if _pack_binary(flat, out.reshape(-1)) else None
+
+
+# --------------------------------------------------------------------------------------------
 # Adam / AdamW update: one pass over each parameter instead of a dozen NumPy temporaries.
 # --------------------------------------------------------------------------------------------
 

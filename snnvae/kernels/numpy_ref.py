@@ -335,6 +335,20 @@ def membrane_backward(gy, T, decay):
 
 
 # --------------------------------------------------------------------------------------------
+# Spikes kept for backward as bytes: a weighted layer saves its input for the weight gradient,
+# and when that input is spikes (every value 0 or 1) one byte per value holds it exactly, a
+# quarter of float32's memory.
+# --------------------------------------------------------------------------------------------
+
+
+def pack_spikes(x):
+    """x (any shape, float) -> the same values as uint8 when every value is 0 or 1, else None."""
+    if not np.all((x == 0) | (x == 1)):
+        return None
+    return x.astype(np.uint8)
+
+
+# --------------------------------------------------------------------------------------------
 # Adam / AdamW parameter update (PyTorch's equations), in place on p, exp_avg, exp_avg_sq:
 #   decoupled (AdamW):  p <- p (1 - lr wd)           L2 (Adam):  g <- g + wd p
 #   m <- b1 m + (1 - b1) g;   v <- b2 v + (1 - b2) g^2

@@ -12,6 +12,7 @@ the device, nothing is copied). The tests run them all in the CUDA simulator
     reduce.py     per-channel sums: one block per channel, a shared-memory tree, float64
     batchnorm.py  tdBN and the fused tdBN -> LIF
     neuron.py     LIF (one thread per neuron walking time), PSP, membrane output
+    spikes.py     spikes kept for backward as bytes, one thread per value
     optim.py      the Adam(W) update, one thread per parameter
 """
 from ..numpy_ref import conv_out_size, conv_transpose_out_size  # noqa: F401
@@ -23,3 +24,4 @@ from .conv import (conv2d_backward, conv2d_forward, conv_transpose2d_backward,  
 from .neuron import (lif_backward, lif_forward, lif_step, membrane_backward,  # noqa: F401
                      membrane_forward, psp_backward, psp_forward)
 from .optim import adam_update  # noqa: F401
+from .spikes import pack_spikes  # noqa: F401

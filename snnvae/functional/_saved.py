@@ -1,0 +1,28 @@
+"""What a weighted layer keeps of its input for backward.
+
+The weight gradient of a linear layer or a convolution needs the layer's input x. In a spiking
+network that input is spikes, every value 0 or 1, and one byte per value holds it exactly: a
+quarter of the memory of float32 (an eighth of float64). For FSVAE at batch 250 the spikes
+saved for backward shrink from about 1 GB to 0.25 GB, and since the graph does not keep
+intermediate tensors alive (``autograd``), the float32 spikes themselves are freed as soon as
+the next layer has run. Backward turns the bytes back into the weight's dtype, the exact same
+values. Real-valued inputs (the image entering the first layer, an ANN's activations) are kept
+as they are.
+"""
+from __future__ import annotations
+
+from .. import backend
+
+
+def keep_input(ctx, x):
+    """x as a layer keeps it for backward: uint8 if it is spikes, else x itself; x unchanged
+    (and no pass over it) when no input needs a gradient (``no_grad``, eval)."""
+    if not any(ctx.needs_input_grad):
+        return x
+    packed = backend.kernels().pack_spikes(x)
+    return x if packed is None else packed
+
+
+def restore_input(kept, dtype):
+    """The input that ``keep_input`` kept, as an array of ``dtype``."""
+    return kept if kept.dtype == dtype else kept.astype(dtype)
