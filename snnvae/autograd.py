@@ -25,15 +25,14 @@ tensor along different paths (gradient accumulation).
 What the graph keeps alive. A result's ``_node`` is a ``Node(fn, ctx, parents, shape)``; its
 ``parents`` are the inputs' own Nodes (or the leaf Tensors themselves, which receive ``.grad``),
 never the intermediate Tensors. So an intermediate array lives only as long as something
-references it: the user's variables, or a ``ctx`` that saved it for backward. A spiking layer's
-float32 spikes, for instance, are freed as soon as the next layer has run and saved its own
-compact copy (see ``functional.conv``).
+references it: the user's variables, or a ``ctx`` that saved it for backward. The float32
+spikes of a fused tdBN -> LIF block, for instance, are freed as soon as the next layer has run
+and saved its own compact copy (see ``functional._saved``).
 """
 from __future__ import annotations
 
 import contextlib
 import threading
-from typing import NamedTuple
 
 import numpy as np
 
@@ -77,14 +76,19 @@ class Context:
         self.saved = values
 
 
-class Node(NamedTuple):
+class Node:
     """One recorded Function call: its Function class, its Context, and for each positional
     input the vertex gradients flow to (the input's own Node, a leaf Tensor that requires grad,
-    or None). ``shape`` is that of the result, for checking the gradients that reach it."""
-    fn: type
-    ctx: Context
-    parents: tuple
-    shape: tuple
+    or None). ``shape`` is that of the result, for checking the gradients that reach it.
+    (A plain class, not a tuple: comparing or printing a Node must not walk the graph.)"""
+
+    __slots__ = ("fn", "ctx", "parents", "shape")
+
+    def __init__(self, fn, ctx, parents, shape):
+        self.fn, self.ctx, self.parents, self.shape = fn, ctx, parents, shape
+
+    def __repr__(self):
+        return f"Node({self.fn.__name__}, shape={self.shape})"
 
 
 def _vertex(t):

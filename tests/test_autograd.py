@@ -104,7 +104,6 @@ def test_diamond_graph_visits_shared_node_once():
     np.testing.assert_allclose(x.grad, (2 * t + 1) * (1 - t * t))
 
 
-
 def test_graph_does_not_keep_intermediate_arrays_alive():
     """The graph links Nodes, not Tensors: an intermediate array that no ctx saved (Add saves
     only shapes) is freed once the user drops it, and backward still works."""
@@ -119,6 +118,7 @@ def test_graph_does_not_keep_intermediate_arrays_alive():
     assert probe() is None, "the graph kept an intermediate array alive"
     y.sum().backward()
     np.testing.assert_allclose(x.grad, 2 * x.data + 3.0)
+
 
 def test_no_grad_and_detach_cut_the_graph():
     x = Tensor(np.ones(3), requires_grad=True)

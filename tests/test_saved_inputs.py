@@ -65,3 +65,17 @@ def test_no_pass_over_the_input_without_gradients(name, monkeypatch):
     assert calls == []
     layer(x, w)
     assert len(calls) == 1
+
+
+@pytest.mark.parametrize("name", LAYERS)
+def test_frozen_weights_keep_the_input_unpacked_and_still_pass_input_gradients(name,
+                                                                                monkeypatch):
+    layer, x_shape, w_shape, _ = LAYERS[name]
+    kernels = backend.kernels()
+    monkeypatch.setattr(kernels, "pack_spikes", lambda a: pytest.fail("packed for no use"))
+    rng = np.random.default_rng(3)
+    x = Tensor((rng.random(x_shape) < 0.3).astype(np.float64), requires_grad=True)
+    w = Tensor(rng.normal(size=w_shape))
+    y = layer(x, w)
+    y.backward(np.ones(y.shape))
+    assert x.grad is not None and x.grad.shape == x.shape and w.grad is None

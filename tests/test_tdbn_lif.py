@@ -145,8 +145,8 @@ def test_the_fused_block_is_what_spiking_layers_run_and_unfused_blocks_switches_
     fused = block(x)
     with nn.unfused_blocks():
         separate = block(x)
-    assert type(fused._node[1]).__name__ == "Context" and fused._node[0].__name__ == "TdBNLIF"
-    assert separate._node[0].__name__ == "LIF"
+    assert type(fused._node.ctx).__name__ == "Context" and fused._node.fn.__name__ == "TdBNLIF"
+    assert separate._node.fn.__name__ == "LIF"
     np.testing.assert_array_equal(fused.data, separate.data)
     with backend.use("numpy"):
         np.testing.assert_array_equal(block(x).data, fused.data)

@@ -4,8 +4,9 @@ The weight gradient of a linear layer or a convolution needs the layer's input x
 network that input is spikes, every value 0 or 1, and one byte per value holds it exactly: a
 quarter of the memory of float32 (an eighth of float64). For FSVAE at batch 250 the spikes
 saved for backward shrink from about 1 GB to 0.25 GB, and since the graph does not keep
-intermediate tensors alive (``autograd``), the float32 spikes themselves are freed as soon as
-the next layer has run. Backward turns the bytes back into the weight's dtype, the exact same
+intermediate tensors alive (``autograd``), the float32 spikes of a fused tdBN -> LIF block are
+freed as soon as the next layer has run (a standalone LIF layer keeps its float spikes for its
+own backward). Backward turns the bytes back into the weight's dtype, the exact same
 values. Real-valued inputs (the image entering the first layer, an ANN's activations) are kept
 as they are.
 """
@@ -15,9 +16,10 @@ from .. import backend
 
 
 def keep_input(ctx, x):
-    """x as a layer keeps it for backward: uint8 if it is spikes, else x itself; x unchanged
-    (and no pass over it) when no input needs a gradient (``no_grad``, eval)."""
-    if not any(ctx.needs_input_grad):
+    """x as a layer keeps it for backward: uint8 if it is spikes, else x itself. Only the
+    weight's gradient needs x (the weight is input 1 of every layer Function here), so x stays
+    as it is, with no pass over it, when the weight needs none (frozen, ``no_grad``, eval)."""
+    if not ctx.needs_input_grad[1]:
         return x
     packed = backend.kernels().pack_spikes(x)
     return x if packed is None else packed
