@@ -7,14 +7,15 @@ that grows adaptively) with fresh ``mmap`` pages and gives them back to the kern
 touches brand-new pages, and every page costs a kernel page fault that zero-fills it. On an
 ordinary laptop this is a few percent of a step; on some virtual machines, which hand freed
 memory back to the host, re-touching it costs ~2 ms per MB, and an FSVAE step at batch 250
-(3.5 GB of temporaries) took 11.6 s instead of 7.7 s.
+(3.5 GB of temporaries at the time) took 11.6 s instead of 7.7 s.
 
 ``retain_freed_memory()`` asks glibc to serve every request from its heap (``M_MMAP_MAX = 0``)
 and not to trim the heap until ~2 GiB of its top are free (``M_TRIM_THRESHOLD``), so memory
 freed in one step is reused by the next without page faults. The costs: the resident size no
 longer shrinks between steps, and the peak grows somewhat, because a heap that returns nothing
-fragments (FSVAE at batch 250: 3.48 -> 3.95 GB, while 17.1 -> 26.5 images/s on the project's
-virtual machine; see bench/README.md).
+fragments (FSVAE at batch 250, measured before spikes were kept as bytes for backward:
+3.48 -> 3.95 GB, while 17.1 -> 26.5 images/s on the project's virtual machine; see
+bench/README.md).
 
 It only affects allocations made after the call, is a no-op (returning False) where the C
 library is not glibc (macOS, Windows, musl), and is opt-in: ``snnvae.train`` and the

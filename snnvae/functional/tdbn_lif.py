@@ -6,9 +6,10 @@ For a time-first input x (T, N, C, ...) (channel axis 2), with tdBN's scale = al
     o = LIF(y)                                                  (see ``lif``)
 
 The result and the gradients are those of ``lif(td_batch_norm(x))``; the difference is what
-stays in memory until backward. Run as two operations, the graph keeps x, xhat, y, u and the
-spikes o (five arrays of x's size); fused, it keeps x and o, and backward recomputes xhat, y
-and u from x with the forward's arithmetic (the same values, bit for bit). The forward also
+stays in memory until backward. Run as two operations, tdBN saves xhat and LIF saves u and the
+spikes o (three arrays of x's size); fused, only x is saved, and backward recomputes xhat, y, u
+and o from x with the forward's arithmetic (the same values, bit for bit). The spikes o are
+then kept only by the next weighted layer, as bytes (``_saved``). The forward also
 writes one array instead of four, so it is faster as well.
 
 Training mode normalises with the batch statistics and updates the running ones in place, as

@@ -244,8 +244,8 @@ def lif_backward(go, u, o, tau, aa, center, detach_reset):
 #   y = scale * gamma_c * xhat + beta_c,   xhat = (x - mean_c) * invstd_c,   o = LIF(y)
 # Only x (the input) and the statistics are kept for backward: xhat, y and the membrane
 # potentials u are recomputed there from x (the same arithmetic, so the same values). That is
-# what makes the fused form light: the unfused layers keep x, xhat, y, u and o alive until
-# backward; this one keeps x and o.
+# what makes the fused form light: the unfused layers keep xhat (tdBN) and u and o (LIF) until
+# backward; this one keeps x only.
 # --------------------------------------------------------------------------------------------
 
 
