@@ -193,7 +193,7 @@ SPIKE_CASES = {
     "spikes": lambda rng, shape: (rng.random(shape) < 0.2),
     "all zeros": lambda rng, shape: np.zeros(shape),
     "real values": lambda rng, shape: rng.normal(size=shape),
-    "one 0.5 after the probe": lambda rng, shape: _late_value(rng.random(shape) < 0.2, 0.5),
+    "one 0.5 in the middle": lambda rng, shape: _late_value(rng.random(shape) < 0.2, 0.5),
     "one 2 at the very end": lambda rng, shape: _late_value(rng.random(shape) < 0.2, 2.0),
 }
 
@@ -208,7 +208,7 @@ def _late_value(spikes, value):
 @pytest.mark.parametrize("case", SPIKE_CASES, ids=list(SPIKE_CASES))
 def test_pack_spikes_keeps_spikes_as_bytes_and_refuses_anything_else(dtype, case):
     rng = np.random.default_rng(5)
-    x = SPIKE_CASES[case](rng, (3, 7, 5, 41)).astype(dtype)   # larger than the CPU probe
+    x = SPIKE_CASES[case](rng, (3, 7, 5, 41)).astype(dtype)   # many values per CPU chunk
     ref, got = numpy_ref.pack_spikes(x), cpu.pack_spikes(x)
     binary = case in ("spikes", "all zeros")
     assert (ref is not None) == binary and (got is not None) == binary

@@ -12,14 +12,23 @@ as they are.
 """
 from __future__ import annotations
 
+import numpy as np
+
 from .. import backend
+
+_PROBE = 256   # a real-valued input shows itself within its first values
 
 
 def keep_input(ctx, x):
     """x as a layer keeps it for backward: uint8 if it is spikes, else x itself. Only the
     weight's gradient needs x (the weight is input 1 of every layer Function here), so x stays
-    as it is, with no pass over it, when the weight needs none (frozen, ``no_grad``, eval)."""
+    as it is, with no pass over it, when the weight needs none (frozen, ``no_grad``, eval), or
+    when its first values already are not all 0 or 1 (the image, an ANN's activations): only
+    then does the backend's ``pack_spikes`` check and convert the whole array."""
     if not ctx.needs_input_grad[1]:
+        return x
+    head = np.asarray(x.flat[:_PROBE])
+    if not np.all((head == 0) | (head == 1)):
         return x
     packed = backend.kernels().pack_spikes(x)
     return x if packed is None else packed

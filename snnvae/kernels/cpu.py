@@ -711,12 +711,10 @@ def membrane_backward(gy, T, decay):
 
 # --------------------------------------------------------------------------------------------
 # Spikes as bytes: one parallel pass that writes x != 0 as uint8 and notes, per fixed chunk,
-# whether any value was neither 0 nor 1 (both branch-free, so the loop vectorises). A real-valued
-# input is usually recognised from its first values, before the pass.
+# whether any value was neither 0 nor 1 (both branch-free, so the loop vectorises).
 # --------------------------------------------------------------------------------------------
 
 _PACK_CHUNKS = 64
-_PACK_PROBE = 256
 
 
 @njit(parallel=True, **_JIT)
@@ -737,9 +735,6 @@ def _pack_binary(flat, out):
 
 def pack_spikes(x):
     flat = np.ascontiguousarray(x).reshape(-1)
-    probe = flat[:_PACK_PROBE]
-    if not np.all((probe == 0) | (probe == 1)):
-        return None
     out = np.empty(x.shape, dtype=np.uint8)
     return out if _pack_binary(flat, out.reshape(-1)) else None
 

@@ -23,17 +23,8 @@ def _pack_kernel(x, out, other):
             other[0] = 1
 
 
-_PROBE = 256
-
-
 def pack_spikes(x):
-    """x (host or device array) -> uint8 of its shape, on the same side, or None. A host array
-    is first probed on the host (its first values), so that a real-valued one is not copied
-    over only to be refused."""
-    if launch.on_host(x):
-        probe = np.ascontiguousarray(x).reshape(-1)[:_PROBE]
-        if not np.all((probe == 0) | (probe == 1)):
-            return None
+    """x (host or device array) -> uint8 of its shape, on the same side, or None."""
     host, xd = launch.receive(x)
     out = launch.empty(xd.shape, np.uint8)
     other = cuda.to_device(np.zeros(1, dtype=np.int32))
