@@ -51,12 +51,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing the package
 
+import snnvae  # noqa: F401  first: its thread settings precede NumPy's BLAS (snnvae/__init__)
 import numba  # noqa: E402
+import numpy as np  # noqa: E402
 
 from snnvae import backend  # noqa: E402
 from snnvae.kernels.numpy_ref import conv_out_size, conv_transpose_out_size  # noqa: E402

@@ -60,11 +60,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))                  # run from a checkout without installing
 sys.path.insert(0, str(Path(__file__).parent))
+
+import snnvae  # noqa: F401  first: its thread settings precede NumPy's BLAS (snnvae/__init__)
+import numpy as np  # noqa: E402
 
 DEFAULT_OUT = ROOT / "bench" / "results" / "train_step.json"
 DEFAULT_MODELS = ("FSVAE", "ESVAE", "ANNVAE")
@@ -307,7 +308,8 @@ def run_eval(spec):
             call(batches[-1])
     macs = count_dense_macs(model, run, n)
     ops = count_operations(model, batches[-1], rng,
-                           forward=None if spec["kind"] == "reconstruct"
+                           forward=(lambda m, x, r: m.reconstruct(x, r))
+                           if spec["kind"] == "reconstruct"
                            else (lambda m, x, r: m.sample(len(x), r)))
     return dict(kind=spec["kind"], model=spec["model"], config=config.to_dict(), batch_size=n,
                 repeats=repeats, warmup=warmup, warmup_call_s=times[:warmup], call_s=timed,
@@ -358,6 +360,15 @@ def reference_matmul(n, repeats=5):
     return dict(n=n, times_s=times, median_s=median, gflops=2.0 * n ** 3 / median / 1e9)
 
 
+def child_environment(spec):
+    """The child's environment: OpenBLAS reads its thread timeout when NumPy loads it, so the
+    --blas-spin setting has to be in place before the child starts."""
+    env = dict(os.environ)
+    if spec.get("blas_spin"):
+        env["OPENBLAS_THREAD_TIMEOUT"] = OPENBLAS_DEFAULT_TIMEOUT
+    return env
+
+
 def run_child(spec, timeout):
     with tempfile.TemporaryDirectory() as tmp:
         spec_path, result_path = Path(tmp) / "spec.json", Path(tmp) / "result.json"
@@ -365,7 +376,8 @@ def run_child(spec, timeout):
         cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(spec_path),
                str(result_path)]
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                                  env=child_environment(spec))
         except subprocess.TimeoutExpired:
             return dict(error=f"timed out after {timeout} s")
         if proc.returncode != 0 or not result_path.exists():
@@ -383,6 +395,8 @@ def load(values):
 
 
 RELEASED = ", glibc defaults for freed memory (--release-memory)"
+OPENBLAS_DEFAULT_TIMEOUT = "28"    # OpenBLAS's own default: idle threads spin 2^28 cycles
+SPINNING = ", OpenBLAS threads spinning after each product (--blas-spin)"
 
 
 def markdown(result):
@@ -399,7 +413,8 @@ def markdown(result):
              f"{meta['reference_matmul_end']['gflops']:.1f}). Backend {meta['backend']}"
              f"{', TINY models (not the paper configuration)' if meta['tiny'] else ''}"
              f"{', UNFUSED tdBN and LIF (--unfused)' if meta.get('unfused') else ''}"
-             f"{RELEASED if meta.get('release_memory') else ''}; data: "
+             f"{RELEASED if meta.get('release_memory') else ''}"
+             f"{SPINNING if meta.get('blas_spin') else ''}; data: "
              f"{meta.get('data', '?')}.", "",
              *([f"**Warning: {meta['warning']}.**", ""] if meta.get("warning") else []),
              "## Training step", "",
@@ -460,6 +475,10 @@ def main(argv=None):
     ap.add_argument("--release-memory", action="store_true",
                     help="keep the C library's defaults for freed memory instead of "
                          "snnvae.memory.retain_freed_memory() (the state before that lever)")
+    ap.add_argument("--blas-spin", action="store_true",
+                    help="keep OpenBLAS's default wait (threads spin 2^28 cycles after a product) "
+                         "instead of snnvae's OPENBLAS_THREAD_TIMEOUT=4 (the state before that "
+                         "lever)")
     ap.add_argument("--data-dir", help="directory with the MNIST IDX files (default: the search "
                                        "path of snnvae.data, else the embedded subset)")
     ap.add_argument("--ref-size", type=int, default=2048, help="size of the reference matmul")
@@ -503,6 +522,9 @@ def main(argv=None):
                 device=args.device,
                 backend="cuda" if args.device == "cuda" else backend.current(), tiny=args.tiny,
                 unfused=args.unfused, release_memory=args.release_memory,
+                blas_spin=args.blas_spin,
+                openblas_thread_timeout=(OPENBLAS_DEFAULT_TIMEOUT if args.blas_spin else
+                                         os.environ.get("OPENBLAS_THREAD_TIMEOUT")),
                 tiny_changes=TINY_CHANGES if args.tiny else None, models=models,
                 skipped_models=skipped, machine=machine(),
                 reference_matmul=reference_matmul(args.ref_size))
@@ -516,7 +538,7 @@ def main(argv=None):
     ref = meta["reference_matmul"]["gflops"]
     common = dict(seed=args.seed, tiny=args.tiny, warmup=args.warmup, unfused=args.unfused,
                   device=args.device,
-                  release_memory=args.release_memory,
+                  release_memory=args.release_memory, blas_spin=args.blas_spin,
                   data_dir=None if args.data_dir is None else str(args.data_dir))
     specs = [dict(common, kind="train", model=m, batch_size=b, steps=args.steps)
              for m in models for b in args.batch_sizes]

@@ -28,6 +28,7 @@ import sys
 import time
 from pathlib import Path
 
+import snnvae  # noqa: F401  first: its thread settings precede NumPy's BLAS (snnvae/__init__)
 import numpy as np
 
 from snnvae import data

@@ -19,6 +19,12 @@ import os
 # spinning steals the cores: training steps measured 3-30x slower. Passive waiting avoids it.
 # setdefault keeps a value the user chose; it must be set before the pool starts.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# The same holds for OpenBLAS, behind NumPy's matrix products: its threads spin for 2^28 cycles
+# (about 0.1 s) after each product, so the Numba kernels that follow share the cores with them
+# (an FSVAE sampling call measured 15% slower, a training step 6-9%). 2^4 cycles lets them sleep
+# at once. OpenBLAS reads the variable when NumPy loads it: it takes effect where snnvae is
+# imported before NumPy (the examples and benchmarks do) or where it is set in the shell.
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 from .autograd import Tensor, Function, no_grad, enable_grad, as_tensor  # noqa: E402
 from . import functional, functional as F, nn, optim, backend, gradcheck  # noqa: E402

@@ -68,6 +68,14 @@ def _check(op, x, weight, bias, channel_axis):
                          f"weight of shape {weight.shape} expects {weight.shape[channel_axis]}")
 
 
+def check_conv_transpose(op, x, weight, bias, output_padding, stride):
+    """The checks of a transposed convolution's arguments (Tensors), with clear messages."""
+    _check(op, x, weight, bias, channel_axis=0)
+    if not 0 <= output_padding < max(stride, 1):
+        raise ValueError(f"{op}: output_padding must be smaller than stride "
+                         f"(got output_padding={output_padding}, stride={stride})")
+
+
 def conv2d(x, weight, bias=None, stride=1, padding=0):
     """x (T, N, C_in, H, W), weight (C_out, C_in, kh, kw) -> (T, N, C_out, Ho, Wo)."""
     x, weight = as_tensor(x), as_tensor(weight)
@@ -83,8 +91,5 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     """x (T, N, C_in, H, W), weight (C_in, C_out, kh, kw) -> (T, N, C_out, Ho, Wo)."""
     x, weight = as_tensor(x), as_tensor(weight)
     bias = None if bias is None else as_tensor(bias)
-    _check("conv_transpose2d", x, weight, bias, channel_axis=0)
-    if not 0 <= output_padding < max(stride, 1):
-        raise ValueError(f"conv_transpose2d: output_padding must be smaller than stride "
-                         f"(got output_padding={output_padding}, stride={stride})")
+    check_conv_transpose("conv_transpose2d", x, weight, bias, output_padding, stride)
     return ConvTranspose2d.apply(x, weight, bias, int(stride), int(padding), int(output_padding))

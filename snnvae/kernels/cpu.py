@@ -5,10 +5,12 @@ im2col/col2im gathers of convolutions, per-channel reductions of tdBN) are ``@nj
 ``cache=True`` so that the compiled code is reused across processes. Dense contractions are
 left to BLAS through ``numpy.matmul``, except where one side has so few channels that the
 product is a matrix-vector one and the patch matrix around it costs more than the arithmetic
-(``shifted``), or where the input is mostly zeros (``scatter``).
+(``shifted``), or where the input is mostly zeros (``scatter``; in eval mode a whole decoder
+block, transposed conv -> tdBN -> LIF, in one pass: ``scatter_block``).
 
 Parallelism: ``prange`` splits neurons (LIF, PSP), rows of the patch matrix (im2col), (image,
-channel) maps (col2im), images (the scatter and shifted convolutions) or channels (tdBN) over
+channel) maps (col2im), images (the scatter and shifted convolutions), samples (the decoder
+block, which walks time) or channels (tdBN) over
 the cores; each iteration writes only its own slice, so no two threads touch the same
 output element.
 """
@@ -16,13 +18,16 @@ from __future__ import annotations
 
 import functools
 
+import numba
 import numpy as np
 from numba import njit, prange
 
+from . import scatter, scatter_block, shifted
+from .neuron_steps import bn_lif_step
 # Linear layers: the reference already is one BLAS call each way, so both backends share it.
-from . import scatter, shifted
-from .numpy_ref import (conv_out_size, conv_transpose_out_size, linear_backward,  # noqa: F401
-                        linear_forward, membrane_coefficients)
+from .numpy_ref import (compose_block_eval, conv_out_size,  # noqa: F401
+                        conv_transpose_out_size, linear_backward, linear_forward,
+                        membrane_coefficients)
 
 _JIT = dict(cache=True, nogil=True)
 
@@ -200,8 +205,13 @@ _SPARSE_RATE = 0.2        # below this fraction of nonzero inputs the scatter wi
 _SPARSE_MIN_OUT = 8       # ... when each event adds a vector of at least this many channels
 
 
+def _scatter_wins(x, w):
+    """Whether the event-driven transposed convolution beats the dense one on x."""
+    return w.shape[1] >= _SPARSE_MIN_OUT and scatter.nonzero_fraction(x) < _SPARSE_RATE
+
+
 def conv_transpose2d_forward(x, w, b, stride, padding, output_padding):
-    if w.shape[1] >= _SPARSE_MIN_OUT and scatter.nonzero_fraction(x) < _SPARSE_RATE:
+    if _scatter_wins(x, w):
         return scatter.conv_transpose2d_forward(x, w, b, stride, padding, output_padding)
     if output_padding == 0 and _takes_shifted_path(w, stride, padding):
         return shifted.conv_transpose2d_forward(x, w, b, padding)
@@ -516,22 +526,6 @@ def _neuron_block(item, nchunks, J):
     return n, j0, min(j0 + _BLOCK, J)
 
 
-@njit(**_JIT)
-def _bn_lif_step(x, mean, invstd, gain, beta, u, o, u_next, o_next, vth, tau, width, center,
-                 half, one, zero, smooth):
-    """One time step of tdBN -> LIF on 1-D slices: u_next, o_next from x and the state u, o."""
-    if smooth:
-        for i in range(x.shape[0]):
-            um = tau * u[i] * (one - o[i]) + (gain[i] * ((x[i] - mean[i]) * invstd[i]) + beta[i])
-            u_next[i] = um
-            o_next[i] = min(max((um - center) / width + half, zero), one)
-    else:
-        for i in range(x.shape[0]):
-            um = tau * u[i] * (one - o[i]) + (gain[i] * ((x[i] - mean[i]) * invstd[i]) + beta[i])
-            u_next[i] = um
-            o_next[i] = one if um > vth else zero
-
-
 @njit(parallel=True, **_JIT)
 def _bn_lif_forward(x, mean, invstd, gain, beta, o, vth, tau, width, center, half, one, zero,
                     smooth):
@@ -547,7 +541,7 @@ def _bn_lif_forward(x, mean, invstd, gain, beta, o, vth, tau, width, center, hal
         silent = np.zeros(j1 - j0, dtype=x.dtype)
         for t in range(T):
             o_prev = silent if t == 0 else o[t - 1, n, j0:j1]
-            _bn_lif_step(x[t, n, j0:j1], mean[j0:j1], invstd[j0:j1], gain[j0:j1], beta[j0:j1],
+            bn_lif_step(x[t, n, j0:j1], mean[j0:j1], invstd[j0:j1], gain[j0:j1], beta[j0:j1],
                          u[t % 2], o_prev, u[(t + 1) % 2], o[t, n, j0:j1], vth, tau, width,
                          center, half, one, zero, smooth)
 
@@ -574,7 +568,7 @@ def _bn_lif_backward_spikes(go, x, S, mean, invstd, gain, beta, gy, sums, vth, t
         o = np.zeros((T + 1, nb), dtype=x.dtype)
         m, iv = mean[j0:j1], invstd[j0:j1]
         for t in range(T):
-            _bn_lif_step(x[t, n, j0:j1], m, iv, gain[j0:j1], beta[j0:j1], u[t], o[t], u[t + 1],
+            bn_lif_step(x[t, n, j0:j1], m, iv, gain[j0:j1], beta[j0:j1], u[t], o[t], u[t + 1],
                          o[t + 1], vth, tau, width, center, half, one, zero, smooth)
         gu_next = np.zeros(nb, dtype=x.dtype)
         acc_gy = np.zeros(nb)
@@ -645,6 +639,22 @@ def tdbn_lif_forward_eval(x, gamma, beta, scale, running_mean, running_var, eps,
     mean, invstd = running_mean.astype(x.dtype), _inverse_std(running_var, eps, x.dtype)
     o = _bn_lif_run(x, mean, invstd, scale * gamma, beta, vth, tau, aa, center, smooth)
     return o, mean, invstd
+
+
+def conv_transpose2d_tdbn_lif_forward_eval(x, w, b, stride, padding, output_padding, gamma, beta,
+                                           scale, running_mean, running_var, eps, vth, tau, aa,
+                                           center, smooth):
+    """One pass (``scatter_block``) where the input is sparse and there is a sample per thread;
+    else the two kernels. The same values either way."""
+    if x.shape[1] >= numba.get_num_threads() and _scatter_wins(x, w):
+        dt = x.dtype
+        return scatter_block.conv_transpose2d_tdbn_lif_eval(
+            x, w, b, stride, padding, output_padding, running_mean.astype(dt),
+            _inverse_std(running_var, eps, dt), (scale * gamma).astype(dt), beta.astype(dt),
+            _lif_constants(dt, vth, tau, aa, center), smooth)
+    return compose_block_eval(conv_transpose2d_forward, tdbn_lif_forward_eval, x, w, b, stride,
+                              padding, output_padding, gamma, beta, scale, running_mean,
+                              running_var, eps, vth, tau, aa, center, smooth)
 
 
 def tdbn_lif_backward(go, x, mean, invstd, gamma, beta, scale, vth, tau, aa, center, smooth,

@@ -276,6 +276,29 @@ def tdbn_lif_forward_eval(x, gamma, beta, scale, running_mean, running_var, eps,
     return o.reshape(x.shape), mean, invstd
 
 
+def compose_block_eval(conv_transpose, bn_lif_eval, x, w, b, stride, padding, output_padding,
+                       *bn_lif_args):
+    """A decoder block in eval mode from a backend's own two kernels: ``conv_transpose``
+    (conv_transpose2d_forward) on x (T, N, C_in, H, W) folded to (T*N, ...), then
+    ``bn_lif_eval`` (tdbn_lif_forward_eval) -> spikes (T, N, C_out, Ho, Wo)."""
+    T, N = x.shape[:2]
+    y = conv_transpose(x.reshape(T * N, *x.shape[2:]), w, b, stride, padding, output_padding)
+    C, Ho, Wo = y.shape[1:]
+    o = bn_lif_eval(y.reshape(T, N, C, Ho * Wo), *bn_lif_args)[0]
+    return o.reshape(T, N, C, Ho, Wo)
+
+
+def conv_transpose2d_tdbn_lif_forward_eval(x, w, b, stride, padding, output_padding, gamma, beta,
+                                           scale, running_mean, running_var, eps, vth, tau, aa,
+                                           center, smooth):
+    """A spiking decoder block in eval mode: x (T, N, C_in, H, W) -> spikes o (T, N, C_out,
+    Ho, Wo) = LIF(tdBN with the running statistics(conv_transpose2d(x))). No backward: eval
+    mode only (backends may fuse it; the values are those of the two kernels)."""
+    return compose_block_eval(conv_transpose2d_forward, tdbn_lif_forward_eval, x, w, b, stride,
+                              padding, output_padding, gamma, beta, scale, running_mean,
+                              running_var, eps, vth, tau, aa, center, smooth)
+
+
 def tdbn_lif_backward(go, x, mean, invstd, gamma, beta, scale, vth, tau, aa, center, smooth,
                       detach_reset, batch_stats):
     """BPTT through the LIF (``lif_backward``), then through tdBN: with batch statistics

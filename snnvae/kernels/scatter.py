@@ -84,47 +84,68 @@ def reach_table(size, k, stride, pad, out, transposed):
 # --------------------------------------------------------------------------------------------
 
 
+@njit(**_JIT)
+def scatter_image(x, taps, reach_h, reach_w, Wo, acc):
+    """Add the events of one image x (C_in, H, W) into acc (Ho * Wo, C_out), channels last:
+    acc[i * Wo + j, :] += x[c, h, u] taps[c, p, q, :] for every nonzero x[c, h, u] and tap
+    (p, q) that reaches (i, j) = (reach_h[h, p], reach_w[u, q])."""
+    C_in, H, W = x.shape
+    _, kh, kw, C_out = taps.shape
+    for c in range(C_in):
+        for h in range(H):
+            for u in range(W):
+                value = x[c, h, u]
+                if value == 0:
+                    continue
+                for p in range(kh):
+                    i = reach_h[h, p]
+                    if i < 0:
+                        continue
+                    for q in range(kw):
+                        j = reach_w[u, q]
+                        if j < 0:
+                            continue
+                        r = i * Wo + j
+                        # indexed inline (no slice views per event): Numba vectorises it
+                        if value == 1:
+                            for o in range(C_out):
+                                acc[r, o] += taps[c, p, q, o]
+                        else:
+                            for o in range(C_out):
+                                acc[r, o] += value * taps[c, p, q, o]
+
+
+@njit(**_JIT)
+def fill_rows(acc, init):
+    """acc[r, :] = init for every row r."""
+    for r in range(acc.shape[0]):
+        for o in range(acc.shape[1]):
+            acc[r, o] = init[o]
+
+
+@njit(**_JIT)
+def store_channels_first(acc, y):
+    """y (C_out, L) = acc (L, C_out) transposed, in blocks of 16 rows of acc."""
+    L, C_out = acc.shape
+    for r0 in range(0, L, 16):
+        r1 = min(r0 + 16, L)
+        for o in range(C_out):
+            for r in range(r0, r1):
+                y[o, r] = acc[r, o]
+
+
 @njit(parallel=True, **_JIT)
 def _scatter_forward(x, taps, init, reach_h, reach_w, y):
     """x (B, C_in, H, W), taps (C_in, kh, kw, C_out), init (C_out,) -> y (B, C_out, Ho, Wo)
     (contiguous), every element written: y[b, :, i, j] = init + the events that reach (i, j)."""
-    B, C_in, H, W = x.shape
-    _, kh, kw, C_out = taps.shape
+    B = x.shape[0]
+    C_out = taps.shape[3]
     Ho, Wo = y.shape[2], y.shape[3]
-    L = Ho * Wo
     for b in prange(B):
-        acc = np.empty((L, C_out), dtype=y.dtype)      # channels last: one row per output pixel
-        for r in range(L):
-            for o in range(C_out):
-                acc[r, o] = init[o]
-        for c in range(C_in):
-            for h in range(H):
-                for u in range(W):
-                    value = x[b, c, h, u]
-                    if value == 0:
-                        continue
-                    for p in range(kh):
-                        i = reach_h[h, p]
-                        if i < 0:
-                            continue
-                        for q in range(kw):
-                            j = reach_w[u, q]
-                            if j < 0:
-                                continue
-                            r = i * Wo + j
-                            # indexed inline (no slice views per event): Numba vectorises it
-                            if value == 1:
-                                for o in range(C_out):
-                                    acc[r, o] += taps[c, p, q, o]
-                            else:
-                                for o in range(C_out):
-                                    acc[r, o] += value * taps[c, p, q, o]
-        yb = y[b].reshape(C_out, L)
-        for r0 in range(0, L, 16):                       # transpose in blocks of 16 pixels
-            r1 = min(r0 + 16, L)
-            for o in range(C_out):
-                for r in range(r0, r1):
-                    yb[o, r] = acc[r, o]
+        acc = np.empty((Ho * Wo, C_out), dtype=y.dtype)  # channels last: a row per output pixel
+        fill_rows(acc, init)
+        scatter_image(x[b], taps, reach_h, reach_w, Wo, acc)
+        store_channels_first(acc, y[b].reshape(C_out, Ho * Wo))
 
 
 # --------------------------------------------------------------------------------------------
@@ -138,11 +159,15 @@ def _reaches(x_shape, kh, kw, stride, padding, Ho, Wo, transposed):
             reach_table(W, kw, stride, padding, Wo, transposed))
 
 
+def bias_init(b, C_out, dtype):
+    """The accumulator's starting row: the bias, or zeros without one."""
+    return np.zeros(C_out, dtype=dtype) if b is None else np.asarray(b, dtype=dtype)
+
+
 def _forward(x, taps, b, y_shape, reaches):
     dtype = taps.dtype
-    init = np.zeros(y_shape[1], dtype=dtype) if b is None else np.asarray(b, dtype=dtype)
     y = np.empty(y_shape, dtype=dtype)
-    _scatter_forward(np.ascontiguousarray(x), taps, init, *reaches, y)
+    _scatter_forward(np.ascontiguousarray(x), taps, bias_init(b, y_shape[1], dtype), *reaches, y)
     return y
 
 
@@ -157,13 +182,20 @@ def conv2d_forward(x, w, b, stride, padding):
                     _reaches(x.shape, kh, kw, stride, padding, Ho, Wo, transposed=False))
 
 
+def transposed_plan(x_shape, w, dtype, stride, padding, output_padding):
+    """What a transposed convolution's walk needs: taps (C_in, kh, kw, C_out) in ``dtype``, the
+    reach tables of rows and columns, and the output size (Ho, Wo)."""
+    H, W = x_shape[-2:]
+    kh, kw = w.shape[2:]
+    Ho = conv_transpose_out_size(H, kh, stride, padding, output_padding)
+    Wo = conv_transpose_out_size(W, kw, stride, padding, output_padding)
+    taps = np.ascontiguousarray(w.transpose(0, 2, 3, 1), dtype=dtype)
+    return taps, _reaches(x_shape[-4:], kh, kw, stride, padding, Ho, Wo, transposed=True), (Ho, Wo)
+
+
 def conv_transpose2d_forward(x, w, b, stride, padding, output_padding):
     """x (B, C_in, H, W) mostly 0, w (C_in, C_out, kh, kw), b (C_out,) or None -> y (B, C_out,
     Ho, Wo) = ``numpy_ref.conv_transpose2d_forward(x, w, b, stride, padding, output_padding)``."""
-    B, _, H, W = x.shape
-    _, C_out, kh, kw = w.shape
-    Ho = conv_transpose_out_size(H, kh, stride, padding, output_padding)
-    Wo = conv_transpose_out_size(W, kw, stride, padding, output_padding)
-    taps = np.ascontiguousarray(w.transpose(0, 2, 3, 1), dtype=np.result_type(x, w))
-    return _forward(x, taps, b, (B, C_out, Ho, Wo),
-                    _reaches(x.shape, kh, kw, stride, padding, Ho, Wo, transposed=True))
+    taps, reaches, out_size = transposed_plan(x.shape, w, np.result_type(x, w), stride, padding,
+                                              output_padding)
+    return _forward(x, taps, b, (x.shape[0], w.shape[1], *out_size), reaches)

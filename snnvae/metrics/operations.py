@@ -222,11 +222,14 @@ def _instrument(model, spiking_model):
     return tallies, patches
 
 
-def _reconstruct(model, images, rng):
+def _eval_forward(model, images, rng):
+    """The default pass of a VAE (a model with ``reconstruct``): its whole forward, as its
+    evaluation runs it and the official code counts it; for FSVAE that includes the prior, which
+    the loss needs and ``reconstruct`` alone skips."""
     if not hasattr(model, "reconstruct"):
-        raise TypeError(f"{type(model).__name__} has no reconstruct(images, rng) method; pass "
+        raise TypeError(f"{type(model).__name__} is not a VAE with reconstruct(images, rng); pass "
                         f"forward=lambda model, images, rng: ... to count_operations")
-    return model.reconstruct(images, rng)
+    return model(images, rng=rng)
 
 
 def count_operations(model, images, rng: np.random.Generator, forward=None) -> dict:
@@ -235,9 +238,10 @@ def count_operations(model, images, rng: np.random.Generator, forward=None) -> d
     model:   a Module built from ``snnvae.nn`` layers (FSVAE, ESVAE, ANN VAE, any Sequential).
     images:  a batch (N, ...) the pass runs on; counts are divided by N (per image).
     rng:     numpy Generator for the model's random draws (FSVAE's one-of-k picks).
-    forward: callable (model, images, rng) making the pass; default
-             ``model.reconstruct(images, rng)``. E.g. ``lambda m, x, r: m.sample(len(x), r)``
-             counts generation.
+    forward: callable (model, images, rng) making the pass; default the VAE's whole forward
+             ``model(images, rng=rng)`` (FSVAE's prior included, as the official code counts
+             it). ``lambda m, x, r: m.reconstruct(x, r)`` counts reconstruction alone,
+             ``lambda m, x, r: m.sample(len(x), r)`` generation.
 
     Returns a dict (JSON-ready; counts per image, floats):
         layers:    name -> {kind, input ('spikes' / 'real'), ac, mac, neuron_updates,
@@ -253,7 +257,7 @@ def count_operations(model, images, rng: np.random.Generator, forward=None) -> d
                          f"{images.shape}")
     if not isinstance(rng, np.random.Generator):
         raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
-    forward = forward or _reconstruct
+    forward = forward or _eval_forward
     spiking_model = any(isinstance(m, LIF) for _, m in model.named_modules())
     was_training = model.training
     tallies, patches = _instrument(model, spiking_model)

@@ -99,6 +99,15 @@ class FSVAE(SpikingVAESkeleton):
         with no_grad():
             return self.decode(Tensor(z)).data
 
+    def reconstruct(self, images, rng):
+        """Reconstructions (N, C_in, S, S) of ``images``: encoder, posterior, decoder. The
+        prior, which only the loss needs, is skipped (in eval mode it draws no random numbers,
+        so the result and the rng's stream are those of ``forward``)."""
+        picker = RandomPicks(self.config.k, rng)
+        with no_grad():
+            _, z = self.posterior(self.encode(images), picker)
+            return self.decode(z).data
+
     # --- the training-loop protocol (see snnvae.train; evaluation in the skeleton) -----------
     def training_losses(self, images, rng, epoch, epochs):
         p = self.scheduled_probability(epoch, epochs) if self.config.scheduled_sampling else 0.0

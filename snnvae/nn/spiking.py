@@ -10,7 +10,7 @@ import contextlib
 import numpy as np
 
 from .. import functional as F
-from ..autograd import Tensor, no_grad
+from ..autograd import Tensor, is_grad_enabled, no_grad
 from .layers import LIF, Conv2d, ConvTranspose2d, Linear, TdBatchNorm
 
 
@@ -20,12 +20,15 @@ class _SpikingMixin:
         self.spike = LIF(**(lif_options or {})) if spike else None
         self.firing_rates = None   # a list while monitored (see monitor_firing_rates)
 
+    def _fuses_bn_lif(self):
+        """Whether tdBN and LIF run as one operation (both present, spiking or smooth mode)."""
+        return (self.bn is not None and self.spike is not None and _fusion[0]
+                and F.current_spike_mode() in ("spike", "smooth"))
+
     def forward(self, x):
         y = super().forward(x)
-        mode = F.current_spike_mode()
-        if self.bn is not None and self.spike is not None and _fusion[0] \
-                and mode in ("spike", "smooth"):
-            y = self.bn.forward_then_lif(y, self.spike, smooth=mode == "smooth")
+        if self._fuses_bn_lif():
+            y = self.bn.forward_then_lif(y, self.spike, smooth=F.current_spike_mode() == "smooth")
         else:
             if self.bn is not None:
                 y = self.bn(y)
@@ -91,6 +94,27 @@ class SpikingConvTranspose2d(_SpikingMixin, ConvTranspose2d):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, output_padding,
                          bias, rng=rng, dtype=dtype)
         self._attach(out_channels, bn, spike, alpha, dtype, lif_options)
+
+    def forward(self, x):
+        """In eval mode with nothing to differentiate, the whole block is one operation
+        (``F.conv_transpose2d_tdbn_lif_eval``: the same spikes, without storing the transposed
+        convolution's output); otherwise the layer, then tdBN -> LIF."""
+        if self.training or not self._fuses_bn_lif() or x.ndim != 5 or _needs_graph(x, self):
+            return super().forward(x)
+        bn = self.bn
+        y = F.conv_transpose2d_tdbn_lif_eval(
+            x, self.weight, self.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var,
+            stride=self.stride, padding=self.padding, output_padding=self.output_padding,
+            scale=bn.scale, lif_params=self.spike.params,
+            smooth=F.current_spike_mode() == "smooth", eps=bn.eps)
+        self._record_rate(y.data)
+        return y
+
+
+def _needs_graph(x, module):
+    """Whether a call on x would record a graph: gradients on, and x or a parameter needs one."""
+    return is_grad_enabled() and (getattr(x, "requires_grad", False)
+                                  or any(p.requires_grad for p in module.parameters()))
 
 
 _fusion = [True]

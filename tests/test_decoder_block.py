@@ -1,0 +1,173 @@
+"""The eval-mode decoder block as one operation (transposed conv -> tdBN -> LIF): the fused CPU
+pass (``kernels.scatter_block``) against the separate kernels and the NumPy reference, the
+functional op's checks, where the spiking module uses it, and FSVAE's reconstruction path."""
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pytest
+
+from snnvae import backend, nn
+from snnvae import functional as F
+from snnvae.autograd import Tensor, no_grad
+from snnvae.kernels import cpu, numpy_ref, scatter_block
+
+LIF = (0.2, 0.25, 0.5, 0.0)       # vth, tau, aa, window centre
+# (C_in, C_out, H, W, stride, padding, output_padding, bias): the decoder's stride-2 blocks,
+# odd sizes, a stride-1 layer and no bias
+CASES = {
+    "s2-decoder": (6, 8, 3, 3, 2, 1, 1, True),
+    "s2-odd": (5, 9, 4, 3, 2, 1, 0, True),
+    "s1": (4, 10, 5, 4, 1, 1, 0, True),
+    "s2-no-bias": (3, 12, 2, 2, 2, 1, 1, False),
+}
+
+
+def _block_inputs(rng, case, dtype, T=5, N=4, rate=0.12):
+    C_in, C_out, H, W, stride, pad, op, has_bias = CASES[case]
+    x = (rng.random((T, N, C_in, H, W)) < rate).astype(dtype)
+    w = rng.normal(0, 0.6, (C_in, C_out, 3, 3)).astype(dtype)
+    b = rng.normal(0, 0.1, C_out).astype(dtype) if has_bias else None
+    gamma = rng.uniform(0.5, 2.0, C_out).astype(dtype)
+    beta = rng.normal(0, 0.1, C_out).astype(dtype)
+    y = numpy_ref.conv_transpose2d_forward(x.reshape(T * N, C_in, H, W), w, b, stride, pad, op)
+    running_mean = y.mean(axis=(0, 2, 3)).astype(dtype)
+    running_var = (y.var(axis=(0, 2, 3)) + 0.1).astype(dtype)
+    return (x, w, b, stride, pad, op, gamma, beta, 0.2, running_mean, running_var, 1e-5)
+
+
+@pytest.fixture
+def fused_calls(monkeypatch):
+    """Counts the calls of the fused CPU pass."""
+    calls = []
+    original = scatter_block.conv_transpose2d_tdbn_lif_eval
+
+    def counted(*args):
+        calls.append(args[0].shape)
+        return original(*args)
+    monkeypatch.setattr(scatter_block, "conv_transpose2d_tdbn_lif_eval", counted)
+    return calls
+
+
+def _separate(args, smooth):
+    return numpy_ref.compose_block_eval(cpu.conv_transpose2d_forward, cpu.tdbn_lif_forward_eval,
+                                        *args, *LIF, smooth)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("smooth", [False, True], ids=["spike", "smooth"])
+@pytest.mark.parametrize("case", list(CASES))
+def test_fused_pass_equals_the_separate_kernels_bit_for_bit(dtype, smooth, case, fused_calls):
+    args = _block_inputs(np.random.default_rng(1), case, dtype)
+    fused = cpu.conv_transpose2d_tdbn_lif_forward_eval(*args, *LIF, smooth)
+    assert fused_calls, "the sparse input with a sample per thread should take the fused pass"
+    separate = _separate(args, smooth)
+    assert fused.dtype == dtype and fused.shape == separate.shape
+    np.testing.assert_array_equal(fused, separate)
+    if not smooth:
+        assert 0.02 < fused.mean() < 0.98 and set(np.unique(fused)) <= {0.0, 1.0}
+
+
+@pytest.mark.parametrize("smooth", [False, True], ids=["spike", "smooth"])
+@pytest.mark.parametrize("case", list(CASES))
+def test_fused_pass_matches_the_numpy_reference(smooth, case, fused_calls):
+    """float64: the reference's other summation order moves a membrane by ~1e-16, far too little
+    to flip a spike of these random inputs."""
+    args = _block_inputs(np.random.default_rng(2), case, np.float64)
+    got = cpu.conv_transpose2d_tdbn_lif_forward_eval(*args, *LIF, smooth)
+    want = numpy_ref.conv_transpose2d_tdbn_lif_forward_eval(*args, *LIF, smooth)
+    assert fused_calls
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("why", ["dense input", "fewer samples than threads", "one channel out"])
+def test_the_separate_kernels_run_where_the_fused_pass_would_not_win(why, fused_calls):
+    rng = np.random.default_rng(3)
+    N = 1 if why == "fewer samples than threads" else max(2, numba.get_num_threads())
+    args = list(_block_inputs(rng, "s2-decoder", np.float64, N=N,
+                              rate=0.6 if why == "dense input" else 0.1))
+    if why == "one channel out":
+        args[1], args[2] = args[1][:, :1], args[2][:1]
+        args[6:8] = [a[:1] for a in args[6:8]]
+        args[9:11] = [a[:1] for a in args[9:11]]
+    if why == "fewer samples than threads" and numba.get_num_threads() == 1:
+        pytest.skip("one Numba thread: every batch has a sample per thread")
+    got = cpu.conv_transpose2d_tdbn_lif_forward_eval(*args, *LIF, False)
+    assert not fused_calls
+    np.testing.assert_array_equal(got, _separate(args, False))
+
+
+def _block(rng, dtype=np.float32):
+    block = nn.SpikingConvTranspose2d(6, 8, 3, stride=2, padding=1, output_padding=1, rng=rng,
+                                      dtype=dtype)
+    block.bn.running_mean[:] = rng.normal(0, 0.2, 8)
+    block.bn.running_var[:] = rng.uniform(0.3, 2.0, 8)
+    block.bn.weight.data[:] = rng.uniform(0.5, 2.0, 8)
+    return block
+
+
+def test_an_eval_block_without_gradients_runs_as_one_operation(fused_calls):
+    rng = np.random.default_rng(4)
+    block = _block(rng).eval()
+    x = Tensor((rng.random((5, 4, 6, 3, 3)) < 0.15).astype(np.float32))
+    with no_grad():
+        one = block(x)
+        assert len(fused_calls) == 1
+        with nn.unfused_blocks():
+            separate = block(x)
+        with backend.use("numpy"):
+            reference = block(x)
+    assert len(fused_calls) == 1
+    np.testing.assert_array_equal(one.data, separate.data)
+    np.testing.assert_array_equal(one.data, reference.data)
+    assert one.data.mean() > 0.02
+
+
+def test_training_or_gradients_keep_the_differentiable_ops(fused_calls):
+    rng = np.random.default_rng(5)
+    block = _block(rng)
+    x = Tensor((rng.random((3, 4, 6, 3, 3)) < 0.15).astype(np.float32))
+    block(x)                                     # training mode: batch statistics
+    block.eval()
+    y = block(x)                                 # eval, but the parameters want gradients
+    assert not fused_calls
+    (y * y).sum().backward()
+    assert block.weight.grad is not None
+
+
+def test_the_op_refuses_what_it_cannot_do():
+    rng = np.random.default_rng(6)
+    block = _block(rng)
+    bn = block.bn
+    x = np.zeros((2, 4, 6, 3, 3), dtype=np.float32)
+
+    def call(x=x, gamma=bn.weight, **kw):
+        return F.conv_transpose2d_tdbn_lif_eval(x, block.weight, block.bias, gamma, bn.bias,
+                                                bn.running_mean, bn.running_var, stride=2,
+                                                padding=1, output_padding=1, **kw)
+    with pytest.raises(RuntimeError, match="no backward.*no_grad"):
+        call()
+    with no_grad():
+        assert call().shape == (2, 4, 8, 6, 6)
+        with pytest.raises(ValueError, match="5 axes"):
+            call(x=x[0])
+        with pytest.raises(ValueError, match="input has 5 channels.*expects 6"):
+            call(x=x[:, :, :5])
+        with pytest.raises(ValueError, match=r"must have shape \(8,\)"):
+            call(gamma=np.ones(7, dtype=np.float32))
+        with pytest.raises(TypeError, match="share one dtype"):
+            call(x=x.astype(np.float64))
+
+
+def test_fsvae_reconstruct_is_forward_without_the_prior():
+    from snnvae.models.config import FSVAEConfig
+    from snnvae.models.fsvae import FSVAE
+    config = FSVAEConfig(hidden_channels=(4, 8), latent_dim=6, k=3, timesteps=3, input_size=8)
+    model = FSVAE(config, rng=np.random.default_rng(7)).eval()
+    images = np.random.default_rng(8).uniform(-1, 1, (4, 1, 8, 8)).astype(np.float32)
+    rng_a, rng_b = np.random.default_rng(9), np.random.default_rng(9)
+    with no_grad():
+        want = model(images, rng=rng_a).reconstruction.data
+    got = model.reconstruct(images, rng_b)
+    np.testing.assert_array_equal(got, want)
+    assert rng_a.random() == rng_b.random()      # the same draws were taken
