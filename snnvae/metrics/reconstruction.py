@@ -20,7 +20,10 @@ def reconstruction_metrics(model, images, rng: np.random.Generator, batch_size=2
     """Eval-mode reconstruction of ``images`` (n, C, S, S) with ``model.reconstruct(x, rng)``.
 
     Returns {mse, images, firing_rates: layer -> rate, mean_firing_rate (mean over layers,
-    None for a model without spiking layers)}. The model's training flag is restored.
+    None for a model without spiking layers)}. The rates are those of the layers a
+    reconstruction runs: FSVAE's prior, which only the loss needs, is not among them (its rates
+    are in the training run's metrics.csv, from the full eval forward). The model's training
+    flag is restored.
     """
     images = np.asarray(images)
     if images.ndim != 4 or len(images) == 0:
