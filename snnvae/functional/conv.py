@@ -25,20 +25,47 @@ def _fold(x):
     return np.ascontiguousarray(x.reshape(-1, *x.shape[-3:]))
 
 
+def _one_step_of_repeated(x):
+    """x[0] of a time-first x (T, N, C, H, W) that holds the same images at every step through
+    a stride-0 time axis (direct input coding makes it so: ``np.broadcast_to``), else None."""
+    if x.ndim == 5 and x.shape[0] > 1 and x.strides[0] == 0:
+        return np.ascontiguousarray(x[0])
+    return None
+
+
 class Conv2d(Function):
+    """Weights shared over time. An input repeated over time (a stride-0 time axis) is
+    convolved once and the result repeated: T times less work, the same values up to the order
+    of the sums:
+
+        y_t = conv(x_0) for every t;   dL/dw = conv weight grad of x_0 and sum_t dL/dy_t
+    (the weight gradient is linear in dL/dy), dL/db likewise; dL/dx_t as for any input."""
+
     @staticmethod
     def forward(ctx, x, w, b, stride, padding):
-        xb = _fold(x)
-        ctx.save_for_backward(keep_input(ctx, xb), w, b is not None, stride, padding, x.shape)
+        x0 = _one_step_of_repeated(x)
+        xb = _fold(x) if x0 is None else x0
+        ctx.save_for_backward(keep_input(ctx, xb), w, b is not None, stride, padding, x.shape,
+                              x0 is not None)
         y = backend.kernels().conv2d_forward(xb, w, b, stride, padding)
+        if x0 is not None:
+            return np.ascontiguousarray(np.broadcast_to(y, (x.shape[0], *y.shape)))
         return y.reshape(*x.shape[:-3], *y.shape[1:])
 
     @staticmethod
     def backward(ctx, g):
-        xb, w, has_bias, stride, padding, x_shape = ctx.saved
-        gx, gw, gb = backend.kernels().conv2d_backward(_fold(g), restore_input(xb, w.dtype), w,
-                                                       stride, padding, has_bias)
-        return gx.reshape(x_shape), gw, gb, None, None
+        xb, w, has_bias, stride, padding, x_shape, repeated = ctx.saved
+        k, x_kept = backend.kernels(), restore_input(xb, w.dtype)
+        if not repeated:
+            gx, gw, gb = k.conv2d_backward(_fold(g), x_kept, w, stride, padding, has_bias)
+            return gx.reshape(x_shape), gw, gb, None, None
+        _, gw, gb = k.conv2d_backward(np.ascontiguousarray(g.sum(axis=0)), x_kept, w, stride,
+                                      padding, has_bias)
+        gx = None
+        if ctx.needs_input_grad[0]:      # the input gradient does not depend on x's values
+            gx = k.conv2d_backward(_fold(g), _fold(np.broadcast_to(x_kept, x_shape)), w, stride,
+                                   padding, False)[0].reshape(x_shape)
+        return gx, gw, gb, None, None
 
 
 class ConvTranspose2d(Function):

@@ -72,14 +72,16 @@ class SpikingVAESkeleton(Module):
 
     def repeat_over_time(self, images):
         """Direct input coding: (N, C, S, S) -> (T, N, C, S, S), the image at every step.
-        Image arrays are cast to the model's dtype."""
+        Image arrays are cast to the model's dtype. The result is a read-only view with a
+        stride-0 time axis (no copy), which tells the first convolution to run once per image
+        instead of once per step (``functional.conv``; the same values up to rounding)."""
         images = as_tensor(images, dtype=self.dtype)
         expected = (self.config.in_channels, self.config.input_size, self.config.input_size)
         if images.ndim != 4 or images.shape[1:] != expected:
             raise ValueError(f"{type(self).__name__} expects images of shape (N, {expected[0]}, "
                              f"{expected[1]}, {expected[2]}), got {images.shape}")
         T = self.config.timesteps
-        return Tensor(np.ascontiguousarray(np.broadcast_to(images.data, (T, *images.shape))))
+        return Tensor(np.broadcast_to(images.data, (T, *images.shape)))
 
     def encode(self, images):
         """images (N, C_in, S, S) -> spikes before the latent (T, N, latent_dim)."""
