@@ -23,7 +23,10 @@ CASES = {
 }
 
 
-def _block_inputs(rng, case, dtype, T=5, N=4, rate=0.12):
+BATCH = max(4, numba.get_num_threads())   # the fused pass needs a sample per Numba thread
+
+
+def _block_inputs(rng, case, dtype, T=5, N=BATCH, rate=0.12):
     C_in, C_out, H, W, stride, pad, op, has_bias = CASES[case]
     x = (rng.random((T, N, C_in, H, W)) < rate).astype(dtype)
     w = rng.normal(0, 0.6, (C_in, C_out, 3, 3)).astype(dtype)
@@ -109,7 +112,7 @@ def _block(rng, dtype=np.float32):
 def test_an_eval_block_without_gradients_runs_as_one_operation(fused_calls):
     rng = np.random.default_rng(4)
     block = _block(rng).eval()
-    x = Tensor((rng.random((5, 4, 6, 3, 3)) < 0.15).astype(np.float32))
+    x = Tensor((rng.random((5, BATCH, 6, 3, 3)) < 0.15).astype(np.float32))
     with no_grad():
         one = block(x)
         assert len(fused_calls) == 1
@@ -126,10 +129,14 @@ def test_an_eval_block_without_gradients_runs_as_one_operation(fused_calls):
 def test_training_or_gradients_keep_the_differentiable_ops(fused_calls):
     rng = np.random.default_rng(5)
     block = _block(rng)
-    x = Tensor((rng.random((3, 4, 6, 3, 3)) < 0.15).astype(np.float32))
+    x = Tensor((rng.random((3, BATCH, 6, 3, 3)) < 0.15).astype(np.float32))
     block(x)                                     # training mode: batch statistics
     block.eval()
     y = block(x)                                 # eval, but the parameters want gradients
+    assert not fused_calls
+    block.bn.train()
+    with no_grad():
+        block(x)                                 # the block in eval, its tdBN in training
     assert not fused_calls
     (y * y).sum().backward()
     assert block.weight.grad is not None
@@ -163,11 +170,16 @@ def test_fsvae_reconstruct_is_forward_without_the_prior():
     from snnvae.models.config import FSVAEConfig
     from snnvae.models.fsvae import FSVAE
     config = FSVAEConfig(hidden_channels=(4, 8), latent_dim=6, k=3, timesteps=3, input_size=8)
-    model = FSVAE(config, rng=np.random.default_rng(7)).eval()
+    model = FSVAE(config, rng=np.random.default_rng(7))
     images = np.random.default_rng(8).uniform(-1, 1, (4, 1, 8, 8)).astype(np.float32)
+    # running statistics of a real batch: an uncalibrated network is silent in eval mode
+    nn.calibrate_running_statistics(model, lambda: model(images, rng=np.random.default_rng(1)))
+    model.eval()
     rng_a, rng_b = np.random.default_rng(9), np.random.default_rng(9)
     with no_grad():
         want = model(images, rng=rng_a).reconstruction.data
     got = model.reconstruct(images, rng_b)
     np.testing.assert_array_equal(got, want)
     assert rng_a.random() == rng_b.random()      # the same draws were taken
+    other = model.reconstruct(images, np.random.default_rng(10))
+    assert not np.array_equal(other, got)        # the picks (the latent) shape the output

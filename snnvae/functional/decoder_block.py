@@ -29,6 +29,7 @@ def conv_transpose2d_tdbn_lif_eval(x, weight, bias, gamma, beta, running_mean, r
     x, weight, gamma, beta = as_tensor(x), as_tensor(weight), as_tensor(gamma), as_tensor(beta)
     bias = None if bias is None else as_tensor(bias)
     op = "conv_transpose2d_tdbn_lif_eval"
+    running_mean, running_var = as_tensor(running_mean).data, as_tensor(running_var).data
     inputs = [t for t in (x, weight, bias, gamma, beta) if t is not None]
     if is_grad_enabled() and any(t.requires_grad for t in inputs):
         raise RuntimeError(f"{op} has no backward: call it under snnvae.autograd.no_grad(), or "
@@ -42,7 +43,8 @@ def conv_transpose2d_tdbn_lif_eval(x, weight, bias, gamma, beta, running_mean, r
     if any(s != (C,) for s in shapes.values()):
         raise ValueError(f"{op}: the weight of shape {weight.shape} has {C} output channels, so "
                          f"tdBN's values must have shape ({C},); got {shapes}")
-    check_same_dtype(op, gamma=gamma.data, beta=beta.data, weight=weight.data)
+    check_same_dtype(op, gamma=gamma.data, beta=beta.data, weight=weight.data,
+                     running_mean=running_mean, running_var=running_var)
     p = lif_params
     o = backend.kernels().conv_transpose2d_tdbn_lif_forward_eval(
         x.data, weight.data, None if bias is None else bias.data, int(stride), int(padding),

@@ -542,8 +542,8 @@ def _bn_lif_forward(x, mean, invstd, gain, beta, o, vth, tau, width, center, hal
         for t in range(T):
             o_prev = silent if t == 0 else o[t - 1, n, j0:j1]
             bn_lif_step(x[t, n, j0:j1], mean[j0:j1], invstd[j0:j1], gain[j0:j1], beta[j0:j1],
-                         u[t % 2], o_prev, u[(t + 1) % 2], o[t, n, j0:j1], vth, tau, width,
-                         center, half, one, zero, smooth)
+                        u[t % 2], o_prev, u[(t + 1) % 2], o[t, n, j0:j1], vth, tau, width,
+                        center, half, one, zero, smooth)
 
 
 @njit(**_JIT)
@@ -569,7 +569,7 @@ def _bn_lif_backward_spikes(go, x, S, mean, invstd, gain, beta, gy, sums, vth, t
         m, iv = mean[j0:j1], invstd[j0:j1]
         for t in range(T):
             bn_lif_step(x[t, n, j0:j1], m, iv, gain[j0:j1], beta[j0:j1], u[t], o[t], u[t + 1],
-                         o[t + 1], vth, tau, width, center, half, one, zero, smooth)
+                        o[t + 1], vth, tau, width, center, half, one, zero, smooth)
         gu_next = np.zeros(nb, dtype=x.dtype)
         acc_gy = np.zeros(nb)
         acc_gy_xhat = np.zeros(nb)
@@ -646,7 +646,7 @@ def conv_transpose2d_tdbn_lif_forward_eval(x, w, b, stride, padding, output_padd
                                            center, smooth):
     """One pass (``scatter_block``) where the input is sparse and there is a sample per thread;
     else the two kernels. The same values either way."""
-    if x.shape[1] >= numba.get_num_threads() and _scatter_wins(x, w):
+    if x.dtype == w.dtype and x.shape[1] >= numba.get_num_threads() and _scatter_wins(x, w):
         dt = x.dtype
         return scatter_block.conv_transpose2d_tdbn_lif_eval(
             x, w, b, stride, padding, output_padding, running_mean.astype(dt),

@@ -3,6 +3,10 @@
 Kept in one place so that the fused training kernels (``cpu``) and the fused eval-mode decoder
 block (``scatter_block``) compute bit-identical membranes and spikes: the same operations in
 the same order, in the array's dtype.
+
+When you edit this file, delete the compiled caches (``snnvae/kernels/__pycache__/*.nbi`` and
+``*.nbc``): Numba's on-disk cache of a kernel is keyed on the kernel's own file, so the kernels
+of ``cpu`` and ``scatter_block`` that call this function would otherwise keep the old code.
 """
 from __future__ import annotations
 

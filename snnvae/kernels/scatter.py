@@ -29,6 +29,10 @@ Cost: (nonzero inputs) x (taps that land) x C_out multiply-adds, against all inp
 C_out for the dense kernel. Worth it when few inputs are nonzero and C_out is long enough to
 vectorise (the Numba CPU backend decides, ``kernels.cpu``).
 
+Editing the shared pieces (``scatter_image``, ``fill_rows``, ``store_channels_first``): delete
+``snnvae/kernels/__pycache__/*.nb[ic]`` afterwards, since Numba's on-disk cache of
+``scatter_block``'s kernel is keyed on that file only and would keep the old code.
+
 Layout and threads: every image accumulates channels-last, acc[(i, j), :] (Ho * Wo * C_out
 values, cache-sized), and is transposed into y[b] (C_out, Ho, Wo) when its events are done;
 ``prange`` over images, each writing only its own output.
@@ -80,7 +84,7 @@ def reach_table(size, k, stride, pad, out, transposed):
 
 
 # --------------------------------------------------------------------------------------------
-# The two compiled walks over events
+# The compiled walk over events, and the pieces it shares with ``scatter_block``
 # --------------------------------------------------------------------------------------------
 
 

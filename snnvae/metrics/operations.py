@@ -19,10 +19,10 @@ Three kinds of work are counted, per image (the batch total divided by the batch
   the border touches fewer weights (the kernel hangs over the zero padding), and with stride 2 an
   input pixel is reached by only about k/2 kernel rows, not k.
 * **MAC** (multiply-accumulate): a weighted layer whose input is real-valued: the first
-  encoder conv on the direct-coded image (counted at each of the T steps, as the official code
-  computes it; snnvae convolves the repeated image once and repeats the result, see
-  ``functional.conv``), ANN layers, and the membrane-output readout (sum_t decay^(T-1-t) x_t: T multiply-adds per
-  output value). Dense: every input value counts, zeros included, with the same fan-out as
+  encoder conv on the direct-coded image (counted at each of the T steps, as the official
+  code computes it; snnvae convolves the repeated image once and repeats the result, see
+  ``functional.conv``), ANN layers, and the membrane-output readout (sum_t decay^(T-1-t) x_t:
+  T multiply-adds per output value). Dense: every input value counts, zeros included, with the same fan-out as
   above (products with the zero padding are not counted).
 * **Neuron updates**: LIF state updates, neurons x T (the number of values an LIF layer sees).
 

@@ -99,7 +99,8 @@ class SpikingConvTranspose2d(_SpikingMixin, ConvTranspose2d):
         """In eval mode with nothing to differentiate, the whole block is one operation
         (``F.conv_transpose2d_tdbn_lif_eval``: the same spikes, without storing the transposed
         convolution's output); otherwise the layer, then tdBN -> LIF."""
-        if self.training or not self._fuses_bn_lif() or x.ndim != 5 or _needs_graph(x, self):
+        if (self.training or not self._fuses_bn_lif() or self.bn.training or x.ndim != 5
+                or _needs_graph(x, self)):
             return super().forward(x)
         bn = self.bn
         y = F.conv_transpose2d_tdbn_lif_eval(

@@ -1,6 +1,6 @@
 """A spiking decoder block in eval mode on the device: the transposed convolution (``conv``),
-then the fused tdBN -> LIF (``batchnorm``), two launches whose intermediate y never leaves the
-device. The thread mappings are those of the two kernels."""
+then the fused tdBN -> LIF (``batchnorm``): the kernels of those two ops, whose intermediate y
+never leaves the device. The thread mappings are theirs."""
 from __future__ import annotations
 
 from ..numpy_ref import compose_block_eval
