@@ -22,8 +22,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # The same holds for OpenBLAS, behind NumPy's matrix products: its threads spin for 2^28 cycles
 # (about 0.1 s) after each product, so the Numba kernels that follow share the cores with them.
 # 2^4 cycles lets them sleep at once: FSVAE training steps then ran 1.12-1.15x as fast, sampling
-# 1.03-1.42x (bench/README.md). OpenBLAS reads the variable when NumPy loads it: it takes effect where snnvae is
-# imported before NumPy (the examples and benchmarks do) or where it is set in the shell.
+# 1.03-1.42x (bench/README.md). OpenBLAS reads the variable when NumPy loads it, so it takes
+# effect where snnvae is imported before NumPy (the examples and benchmarks do) or where it is
+# set in the shell.
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 from .autograd import Tensor, Function, no_grad, enable_grad, as_tensor  # noqa: E402

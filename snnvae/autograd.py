@@ -220,6 +220,12 @@ def _topological_order(root):
     return order
 
 
+def records_graph(*values) -> bool:
+    """Whether a Function applied to ``values`` records a graph node: gradients are on and
+    some Tensor among them requires one (what ``Function.apply`` checks)."""
+    return is_grad_enabled() and any(isinstance(v, Tensor) and v.requires_grad for v in values)
+
+
 class Function:
     """Base class of differentiable operations; see the module docstring."""
 

@@ -56,16 +56,14 @@ class Conv2d(Function):
     def backward(ctx, g):
         xb, w, has_bias, stride, padding, x_shape, repeated = ctx.saved
         k, x_kept = backend.kernels(), restore_input(xb, w.dtype)
-        if not repeated:
-            gx, gw, gb = k.conv2d_backward(_fold(g), x_kept, w, stride, padding, has_bias)
-            return gx.reshape(x_shape), gw, gb, None, None
-        _, gw, gb = k.conv2d_backward(np.ascontiguousarray(g.sum(axis=0)), x_kept, w, stride,
-                                      padding, has_bias)
-        gx = None
-        if ctx.needs_input_grad[0]:      # the input gradient does not depend on x's values
-            gx = k.conv2d_backward(_fold(g), _fold(np.broadcast_to(x_kept, x_shape)), w, stride,
-                                   padding, False)[0].reshape(x_shape)
-        return gx, gw, gb, None, None
+        if repeated and not ctx.needs_input_grad[0]:       # the image: weight gradients only
+            _, gw, gb = k.conv2d_backward(np.ascontiguousarray(g.sum(axis=0)), x_kept, w,
+                                          stride, padding, has_bias)
+            return None, gw, gb, None, None
+        if repeated:
+            x_kept = _fold(np.broadcast_to(x_kept, x_shape))
+        gx, gw, gb = k.conv2d_backward(_fold(g), x_kept, w, stride, padding, has_bias)
+        return gx.reshape(x_shape), gw, gb, None, None
 
 
 class ConvTranspose2d(Function):

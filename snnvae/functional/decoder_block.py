@@ -15,7 +15,7 @@ gradient, so it runs under ``no_grad()`` or on tensors that do not require one.
 from __future__ import annotations
 
 from .. import backend
-from ..autograd import Tensor, as_tensor, is_grad_enabled
+from ..autograd import Tensor, as_tensor, records_graph
 from ._checks import check_ndim, check_same_dtype
 from .conv import check_conv_transpose
 from .lif import LIFParams
@@ -30,8 +30,7 @@ def conv_transpose2d_tdbn_lif_eval(x, weight, bias, gamma, beta, running_mean, r
     bias = None if bias is None else as_tensor(bias)
     op = "conv_transpose2d_tdbn_lif_eval"
     running_mean, running_var = as_tensor(running_mean).data, as_tensor(running_var).data
-    inputs = [t for t in (x, weight, bias, gamma, beta) if t is not None]
-    if is_grad_enabled() and any(t.requires_grad for t in inputs):
+    if records_graph(x, weight, bias, gamma, beta):
         raise RuntimeError(f"{op} has no backward: call it under snnvae.autograd.no_grad(), or "
                            f"use conv_transpose2d and then td_batch_norm_lif where gradients "
                            f"are needed")

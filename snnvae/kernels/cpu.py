@@ -10,9 +10,8 @@ block, transposed conv -> tdBN -> LIF, in one pass: ``scatter_block``).
 
 Parallelism: ``prange`` splits neurons (LIF, PSP), rows of the patch matrix (im2col), (image,
 channel) maps (col2im), images (the scatter and shifted convolutions), samples (the decoder
-block, which walks time) or channels (tdBN) over
-the cores; each iteration writes only its own slice, so no two threads touch the same
-output element.
+block, which walks time) or channels (tdBN) over the cores; each iteration writes only its own
+slice, so no two threads touch the same output element.
 """
 from __future__ import annotations
 
@@ -213,6 +212,10 @@ def _scatter_wins(x, w):
 def conv_transpose2d_forward(x, w, b, stride, padding, output_padding):
     if _scatter_wins(x, w):
         return scatter.conv_transpose2d_forward(x, w, b, stride, padding, output_padding)
+    return _conv_transpose2d_dense(x, w, b, stride, padding, output_padding)
+
+
+def _conv_transpose2d_dense(x, w, b, stride, padding, output_padding):
     if output_padding == 0 and _takes_shifted_path(w, stride, padding):
         return shifted.conv_transpose2d_forward(x, w, b, padding)
     B, C_in, H, W = x.shape
@@ -220,7 +223,7 @@ def conv_transpose2d_forward(x, w, b, stride, padding, output_padding):
     Ho = conv_transpose_out_size(H, kh, stride, padding, output_padding)
     Wo = conv_transpose_out_size(W, kw, stride, padding, output_padding)
     y = np.empty((B, C_out, Ho, Wo), dtype=np.result_type(x, w))
-    init = np.zeros(C_out, dtype=y.dtype) if b is None else b.astype(y.dtype)
+    init = scatter.bias_init(b, C_out, y.dtype)
     wt = w.reshape(C_in, -1).T
     for b0, b1 in _image_chunks(B, wt.shape[0] * H * W):
         cols = wt @ _to_channel_major(x[b0:b1])
@@ -646,15 +649,17 @@ def conv_transpose2d_tdbn_lif_forward_eval(x, w, b, stride, padding, output_padd
                                            center, smooth):
     """One pass (``scatter_block``) where the input is sparse and there is a sample per thread;
     else the two kernels. The same values either way."""
-    if x.dtype == w.dtype and x.shape[1] >= numba.get_num_threads() and _scatter_wins(x, w):
+    sparse = _scatter_wins(x, w)
+    if sparse and x.dtype == w.dtype and x.shape[1] >= numba.get_num_threads():
         dt = x.dtype
         return scatter_block.conv_transpose2d_tdbn_lif_eval(
             x, w, b, stride, padding, output_padding, running_mean.astype(dt),
             _inverse_std(running_var, eps, dt), (scale * gamma).astype(dt), beta.astype(dt),
             _lif_constants(dt, vth, tau, aa, center), smooth)
-    return compose_block_eval(conv_transpose2d_forward, tdbn_lif_forward_eval, x, w, b, stride,
-                              padding, output_padding, gamma, beta, scale, running_mean,
-                              running_var, eps, vth, tau, aa, center, smooth)
+    conv = scatter.conv_transpose2d_forward if sparse else _conv_transpose2d_dense
+    return compose_block_eval(conv, tdbn_lif_forward_eval, x, w, b, stride, padding,
+                              output_padding, gamma, beta, scale, running_mean, running_var, eps,
+                              vth, tau, aa, center, smooth)
 
 
 def tdbn_lif_backward(go, x, mean, invstd, gamma, beta, scale, vth, tau, aa, center, smooth,

@@ -157,8 +157,7 @@ def _scatter_forward(x, taps, init, reach_h, reach_w, y):
 # --------------------------------------------------------------------------------------------
 
 
-def _reaches(x_shape, kh, kw, stride, padding, Ho, Wo, transposed):
-    H, W = x_shape[2:]
+def _reaches(H, W, kh, kw, stride, padding, Ho, Wo, transposed):
     return (reach_table(H, kh, stride, padding, Ho, transposed),
             reach_table(W, kw, stride, padding, Wo, transposed))
 
@@ -183,7 +182,7 @@ def conv2d_forward(x, w, b, stride, padding):
     Ho, Wo = conv_out_size(H, kh, stride, padding), conv_out_size(W, kw, stride, padding)
     taps = np.ascontiguousarray(w.transpose(1, 2, 3, 0), dtype=np.result_type(x, w))
     return _forward(x, taps, b, (B, C_out, Ho, Wo),
-                    _reaches(x.shape, kh, kw, stride, padding, Ho, Wo, transposed=False))
+                    _reaches(H, W, kh, kw, stride, padding, Ho, Wo, transposed=False))
 
 
 def transposed_plan(x_shape, w, dtype, stride, padding, output_padding):
@@ -194,7 +193,7 @@ def transposed_plan(x_shape, w, dtype, stride, padding, output_padding):
     Ho = conv_transpose_out_size(H, kh, stride, padding, output_padding)
     Wo = conv_transpose_out_size(W, kw, stride, padding, output_padding)
     taps = np.ascontiguousarray(w.transpose(0, 2, 3, 1), dtype=dtype)
-    return taps, _reaches(x_shape[-4:], kh, kw, stride, padding, Ho, Wo, transposed=True), (Ho, Wo)
+    return taps, _reaches(H, W, kh, kw, stride, padding, Ho, Wo, transposed=True), (Ho, Wo)
 
 
 def conv_transpose2d_forward(x, w, b, stride, padding, output_padding):

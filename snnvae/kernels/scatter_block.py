@@ -18,10 +18,11 @@ walks time; at step t it
 
 3. transposes the spikes s_t into o[t, n] (C_out, Ho, Wo).
 
-acc, u and s (Ho*Wo*C_out values each, 128 KB for the 32 x 32 x 32 block in float32) stay in
-cache from step to step. The values are those of the separate kernels bit for bit: the same sums
-in the same order, the same step arithmetic. Eval mode only: training needs y for backward, and
-normalises with batch statistics that need all of y first.
+acc and the two buffers each of u and s that steps use in turn (Ho*Wo*C_out values each, 128
+KB for the 32 x 32 x 32 block in float32) stay in cache from step to step. The values are those
+of the separate kernels bit for bit: the same sums in the same order, the same step
+arithmetic. Eval mode only: training needs y for backward, and normalises with batch
+statistics that need all of y first.
 
 Threads: ``prange`` over the samples n, each writing only o[:, n]; with fewer samples than
 threads some cores idle, so ``cpu`` runs the separate kernels then.

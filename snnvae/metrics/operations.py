@@ -22,8 +22,8 @@ Three kinds of work are counted, per image (the batch total divided by the batch
   encoder conv on the direct-coded image (counted at each of the T steps, as the official
   code computes it; snnvae convolves the repeated image once and repeats the result, see
   ``functional.conv``), ANN layers, and the membrane-output readout (sum_t decay^(T-1-t) x_t:
-  T multiply-adds per output value). Dense: every input value counts, zeros included, with the same fan-out as
-  above (products with the zero padding are not counted).
+  T multiply-adds per output value). Dense: every input value counts, zeros included, with the
+  same fan-out as above (products with the zero padding are not counted).
 * **Neuron updates**: LIF state updates, neurons x T (the number of values an LIF layer sees).
 
 A model without LIF neurons (the ANN VAE) gets MACs only, whatever values its layers see.

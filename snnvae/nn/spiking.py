@@ -10,7 +10,7 @@ import contextlib
 import numpy as np
 
 from .. import functional as F
-from ..autograd import Tensor, is_grad_enabled, no_grad
+from ..autograd import Tensor, no_grad, records_graph
 from .layers import LIF, Conv2d, ConvTranspose2d, Linear, TdBatchNorm
 
 
@@ -99,8 +99,8 @@ class SpikingConvTranspose2d(_SpikingMixin, ConvTranspose2d):
         """In eval mode with nothing to differentiate, the whole block is one operation
         (``F.conv_transpose2d_tdbn_lif_eval``: the same spikes, without storing the transposed
         convolution's output); otherwise the layer, then tdBN -> LIF."""
-        if (self.training or not self._fuses_bn_lif() or self.bn.training or x.ndim != 5
-                or _needs_graph(x, self)):
+        if (not self._fuses_bn_lif() or self.bn.training or x.ndim != 5
+                or records_graph(x, *self.parameters())):
             return super().forward(x)
         bn = self.bn
         y = F.conv_transpose2d_tdbn_lif_eval(
@@ -110,12 +110,6 @@ class SpikingConvTranspose2d(_SpikingMixin, ConvTranspose2d):
             smooth=F.current_spike_mode() == "smooth", eps=bn.eps)
         self._record_rate(y.data)
         return y
-
-
-def _needs_graph(x, module):
-    """Whether a call on x would record a graph: gradients on, and x or a parameter needs one."""
-    return is_grad_enabled() and (getattr(x, "requires_grad", False)
-                                  or any(p.requires_grad for p in module.parameters()))
 
 
 _fusion = [True]
