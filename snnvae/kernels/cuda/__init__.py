@@ -15,6 +15,18 @@ the device, nothing is copied). The tests run them all in the CUDA simulator
     neuron.py     LIF (one thread per neuron walking time), PSP, membrane output
     spikes.py     spikes kept for backward as bytes, one thread per value
     optim.py      the Adam(W) update, one thread per parameter
+
+The tensors of a model moved to the GPU (``Module.to_device("cuda")``) are ``DeviceArray``s,
+NumPy duck arrays whose operations run here too:
+
+    array.py            DeviceArray (C-contiguous views, indexing, operators), asdevice,
+                        empty/zeros/ones/full, add_at_along_axis
+    array_ufuncs.py     NumPy ufuncs (np.exp(a), a * b, out=, reductions, matmul)
+    array_functions.py  NumPy functions (np.where, np.concatenate, np.transpose, ...)
+    elementwise.py      map, binary and where kernels (one thread per element, broadcasting
+                        by strides)
+    reduce_axes.py      sums, means, max and min over any axes
+    along_axis.py       np.take_along_axis and its adjoint, the scatter-add
 """
 from ..numpy_ref import conv_out_size, conv_transpose_out_size  # noqa: F401
 from .batchnorm import (tdbn_backward_eval, tdbn_backward_train, tdbn_forward_eval,  # noqa: F401
