@@ -19,6 +19,11 @@ network has a few dozen nodes, not millions.
 
     y = Square.apply(t)                 # t: Tensor -> y: Tensor linked to t
 
+The arrays are NumPy arrays, or ``DeviceArray``s in GPU memory for a model moved there
+(``Module.to_device("cuda")``, ``snnvae.device``): the same Function code serves both, since a
+DeviceArray takes NumPy's functions and operators and runs them as CUDA kernels.
+``Tensor.device`` says which; ``numpy()`` always returns a host copy.
+
 ``backward()`` visits nodes in reverse topological order and sums the gradients that reach a
 tensor along different paths (gradient accumulation).
 
@@ -35,6 +40,8 @@ import contextlib
 import threading
 
 import numpy as np
+
+from .device import device_of, is_device, place_like, to_host
 
 _state = threading.local()
 
@@ -107,7 +114,7 @@ class Tensor:
     def __init__(self, data, requires_grad: bool = False):
         if isinstance(data, Tensor):
             data = data.data
-        array = np.asarray(data)
+        array = data if is_device(data) else np.asarray(data)
         if array.dtype.kind in "biu" and requires_grad:
             raise TypeError(f"only floating-point tensors can require gradients, got {array.dtype}")
         if array.dtype.kind not in "fbiu":
@@ -137,6 +144,11 @@ class Tensor:
         return self.data.size
 
     @property
+    def device(self) -> str:
+        """"cuda" when the values live in GPU memory (a DeviceArray), else "cpu"."""
+        return device_of(self.data)
+
+    @property
     def is_leaf(self):
         return self._node is None
 
@@ -145,10 +157,13 @@ class Tensor:
 
     def __repr__(self):
         flag = ", requires_grad=True" if self.requires_grad else ""
+        if is_device(self.data):
+            return f"Tensor(<cuda, shape {self.shape}, {self.dtype}>{flag})"
         return f"Tensor({np.array2string(self.data, threshold=8)}{flag})"
 
     def numpy(self):
-        return self.data
+        """The values as a NumPy array (copied from the GPU for a tensor that lives there)."""
+        return to_host(self.data)
 
     def item(self):
         return self.data.item()
@@ -174,7 +189,10 @@ class Tensor:
                 raise RuntimeError(f"backward() without an argument needs a scalar, got shape "
                                    f"{self.shape}; pass grad=dL/dself of that shape")
             grad = np.ones_like(self.data)
-        grad = np.asarray(grad.data if isinstance(grad, Tensor) else grad, dtype=self.dtype)
+        grad = grad.data if isinstance(grad, Tensor) else grad
+        grad = place_like(grad, self.data)
+        grad = grad.astype(self.dtype, copy=False) if is_device(grad) else \
+            np.asarray(grad, dtype=self.dtype)
         if grad.shape != self.shape:
             raise ValueError(f"grad of shape {grad.shape} given for a tensor of shape {self.shape}")
 
@@ -255,7 +273,7 @@ def as_tensor(value, dtype=None) -> Tensor:
     """A Tensor view of ``value`` (returned unchanged if it already is one)."""
     if isinstance(value, Tensor):
         return value
-    array = np.asarray(value)
+    array = value if is_device(value) else np.asarray(value)
     if dtype is not None:
         array = array.astype(dtype, copy=False)
     elif array.dtype.kind in "iub" or array.dtype == np.float16:

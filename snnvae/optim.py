@@ -17,6 +17,7 @@ import numpy as np
 
 from . import backend
 from .autograd import no_grad
+from .device import place_like, to_host
 
 
 class Optimizer:
@@ -64,7 +65,7 @@ class Optimizer:
                     out[f"g{i}.{key}"] = np.asarray(value, dtype=np.float64)
             for j, state in enumerate(states):
                 for key, value in state.items():
-                    out[f"g{i}.p{j}.{key}"] = np.asarray(value)
+                    out[f"g{i}.p{j}.{key}"] = np.asarray(to_host(value))
         return out
 
     def load_state_dict(self, flat):
@@ -122,9 +123,13 @@ class Adam(Optimizer):
             state["step"] = 0.0
             state["exp_avg"] = np.zeros_like(p.data)
             state["exp_avg_sq"] = np.zeros_like(p.data)
-        for key in ("exp_avg", "exp_avg_sq"):
-            if state[key].dtype != p.dtype or not state[key].flags.c_contiguous:
-                state[key] = np.ascontiguousarray(state[key], dtype=p.dtype)
+        for key in ("exp_avg", "exp_avg_sq"):   # loaded state: host arrays, maybe another dtype
+            value = place_like(state[key], p.data)
+            if value.dtype != p.dtype:
+                value = value.astype(p.dtype)
+            if not value.flags.c_contiguous:
+                value = np.ascontiguousarray(value)
+            state[key] = value
         state["step"] += 1
         backend.kernels().adam_update(p.data, g, state["exp_avg"], state["exp_avg_sq"], lr, b1,
                                       b2, eps, wd, self.decoupled, state["step"])

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..device import contiguous
+
 FLOAT_DTYPES = (np.float32, np.float64)
 
 
@@ -29,4 +31,4 @@ def check_ndim(op, name, array, allowed, layout):
 
 def as_time_major(x):
     """(T, ...) -> contiguous (T, M) view, M = every other axis flattened."""
-    return np.ascontiguousarray(x).reshape(x.shape[0], -1)
+    return contiguous(x).reshape(x.shape[0], -1)

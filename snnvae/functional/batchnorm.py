@@ -18,12 +18,13 @@ import numpy as np
 
 from .. import backend
 from ..autograd import Function, as_tensor
+from ..device import contiguous
 from ._checks import check_float, check_same_dtype
 
 
 def _as_mcs(x, channel_axis):
     m = int(np.prod(x.shape[:channel_axis]))
-    return np.ascontiguousarray(x).reshape(m, x.shape[channel_axis], -1)
+    return contiguous(x).reshape(m, x.shape[channel_axis], -1)
 
 
 class BatchNormTrain(Function):

@@ -15,6 +15,7 @@ import numpy as np
 
 from .. import backend
 from ..autograd import Function, as_tensor
+from ..device import contiguous
 from ._checks import check_float, check_ndim, check_same_dtype
 from ._saved import keep_input, restore_input
 
@@ -22,14 +23,15 @@ _LAYOUT = "(T, N, C, H, W) or (B, C, H, W)"
 
 
 def _fold(x):
-    return np.ascontiguousarray(x.reshape(-1, *x.shape[-3:]))
+    return contiguous(x.reshape(-1, *x.shape[-3:]))
 
 
 def _one_step_of_repeated(x):
     """x[0] of a time-first x (T, N, C, H, W) that holds the same images at every step through
-    a stride-0 time axis (direct input coding makes it so: ``np.broadcast_to``), else None."""
-    if x.ndim == 5 and x.shape[0] > 1 and x.strides[0] == 0:
-        return np.ascontiguousarray(x[0])
+    a stride-0 time axis (direct input coding makes it so: ``np.broadcast_to``), else None.
+    A DeviceArray has no strides: on the GPU the broadcast is materialised."""
+    if x.ndim == 5 and x.shape[0] > 1 and getattr(x, "strides", (None,))[0] == 0:
+        return contiguous(x[0])
     return None
 
 
@@ -49,7 +51,7 @@ class Conv2d(Function):
                               x0 is not None)
         y = backend.kernels().conv2d_forward(xb, w, b, stride, padding)
         if x0 is not None:
-            return np.ascontiguousarray(np.broadcast_to(y, (x.shape[0], *y.shape)))
+            return contiguous(np.broadcast_to(y, (x.shape[0], *y.shape)))
         return y.reshape(*x.shape[:-3], *y.shape[1:])
 
     @staticmethod
@@ -57,7 +59,7 @@ class Conv2d(Function):
         xb, w, has_bias, stride, padding, x_shape, repeated = ctx.saved
         k, x_kept = backend.kernels(), restore_input(xb, w.dtype)
         if repeated and not ctx.needs_input_grad[0]:       # the image: weight gradients only
-            _, gw, gb = k.conv2d_backward(np.ascontiguousarray(g.sum(axis=0)), x_kept, w,
+            _, gw, gb = k.conv2d_backward(contiguous(g.sum(axis=0)), x_kept, w,
                                           stride, padding, has_bias)
             return None, gw, gb, None, None
         if repeated:

@@ -27,10 +27,9 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 
-import numpy as np
-
 from .. import backend
 from ..autograd import Function, Tensor, as_tensor, enable_grad
+from ..device import contiguous
 from . import tensor_ops as ops
 from ._checks import as_time_major, check_float
 
@@ -133,9 +132,9 @@ def lif_step(x_t, u_prev, o_prev, vth=0.2, tau=0.25):
     x_t, u_prev, o_prev: arrays of one shape -> (o_t, u_t). Running a layer step by step with
     this function gives exactly the spikes of ``lif`` over the whole sequence.
     """
-    x_t = np.ascontiguousarray(x_t)
-    o, u = backend.kernels().lif_step(x_t.reshape(-1), np.ascontiguousarray(u_prev).reshape(-1),
-                                      np.ascontiguousarray(o_prev).reshape(-1), vth, tau)
+    x_t = contiguous(x_t)
+    o, u = backend.kernels().lif_step(x_t.reshape(-1), contiguous(u_prev).reshape(-1),
+                                      contiguous(o_prev).reshape(-1), vth, tau)
     return o.reshape(x_t.shape), u.reshape(x_t.shape)
 
 

@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..autograd import as_tensor
+from ..autograd import Tensor, as_tensor
+from ..device import is_device
 from . import tensor_ops as ops
 
 KERNEL_MUL = 2.0   # ratio between neighbouring bandwidths
@@ -56,10 +57,13 @@ def pairwise_sq_distances(z):
 
 def rbf_bandwidth(d):
     """The data-dependent bandwidth b = sum_ij d_ij / (n^2 - n) of a distance matrix (a float;
-    no gradient flows through it)."""
-    d = d.data if hasattr(d, "data") else np.asarray(d)
+    no gradient flows through it). For a matrix on the GPU it is a 0-d float64 DeviceArray:
+    reading it on the host would stall every training step until the GPU has caught up."""
+    d = d.data if isinstance(d, Tensor) else d
+    d = d if is_device(d) else np.asarray(d)
     n = d.shape[0]
-    return float(d.sum(dtype=np.float64)) / (n * n - n)
+    total = d.sum(dtype=np.float64)
+    return total / (n * n - n) if is_device(total) else float(total) / (n * n - n)
 
 
 def rbf_kernels(z, bandwidth=None, kernel_mul=KERNEL_MUL, kernel_num=KERNEL_NUM):
@@ -70,10 +74,13 @@ def rbf_kernels(z, bandwidth=None, kernel_mul=KERNEL_MUL, kernel_num=KERNEL_NUM)
     """
     d = pairwise_sq_distances(z)
     b = rbf_bandwidth(d) if bandwidth is None else float(bandwidth)
-    if not b > 0:
-        if bandwidth is not None:
-            raise ValueError(f"rbf kernel bandwidth must be positive, got {bandwidth}")
-        b = 1.0   # all rows equal: every d_ij = 0 and every kernel is 1 whatever b is
+    if bandwidth is not None and not b > 0:
+        raise ValueError(f"rbf kernel bandwidth must be positive, got {bandwidth}")
+    # b = 0: all rows equal, every d_ij = 0 and every kernel is 1 whatever b is
+    if is_device(b):
+        b = np.where(b > 0, b, 1.0)
+    elif not b > 0:
+        b = 1.0
     base = b / kernel_mul ** (kernel_num // 2)
     kernels = [ops.exp(d * (-1.0 / (base * kernel_mul ** i))) for i in range(kernel_num)]
     total = kernels[0]

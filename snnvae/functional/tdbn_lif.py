@@ -17,10 +17,9 @@ Training mode normalises with the batch statistics and updates the running ones 
 """
 from __future__ import annotations
 
-import numpy as np
-
 from .. import backend
 from ..autograd import Function, as_tensor
+from ..device import contiguous
 from ._checks import check_float, check_same_dtype
 from .batchnorm import update_running_statistics
 from .lif import LIFParams
@@ -28,7 +27,7 @@ from .lif import LIFParams
 
 def _as_tncs(x):
     """(T, N, C, ...) -> contiguous (T, N, C, S)."""
-    return np.ascontiguousarray(x).reshape(*x.shape[:3], -1)
+    return contiguous(x).reshape(*x.shape[:3], -1)
 
 
 class TdBNLIF(Function):

@@ -8,10 +8,9 @@ Membrane output (an integrate-only neuron that never fires), x (T, ...) -> (...)
 """
 from __future__ import annotations
 
-import numpy as np
-
 from .. import backend
 from ..autograd import Function, as_tensor
+from ..device import contiguous
 from ._checks import as_time_major, check_float
 
 
@@ -36,7 +35,7 @@ class MembraneOutput(Function):
     @staticmethod
     def backward(ctx, g):
         shape, decay = ctx.saved
-        gx = backend.kernels().membrane_backward(np.ascontiguousarray(g).reshape(-1), shape[0], decay)
+        gx = backend.kernels().membrane_backward(contiguous(g).reshape(-1), shape[0], decay)
         return gx.reshape(shape), None
 
 

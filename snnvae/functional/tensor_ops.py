@@ -6,12 +6,17 @@ broadcast like NumPy; their backward sums the gradient over the broadcast axes
 
 The arithmetic operators of ``Tensor`` (``+ - * / ** @``, indexing, ``.sum()`` ...) are bound
 to these functions at the bottom of this file.
+
+The same code runs on tensors that live on the GPU: their arrays are ``DeviceArray``s, which
+implement NumPy's operators and functions with CUDA kernels (``snnvae.device``). Arrays created
+here take their input's place through ``like=``.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ..autograd import Function, Tensor, as_tensor
+from ..device import is_device
 
 
 def unbroadcast(grad, shape):
@@ -288,8 +293,11 @@ class GetItem(Function):
     @staticmethod
     def backward(ctx, g):
         shape, dtype, index = ctx.saved
-        full = np.zeros(shape, dtype=g.dtype)
-        np.add.at(full, index, g)
+        full = np.zeros(shape, dtype=g.dtype, like=g)
+        if is_device(g):       # basic indexing only there: no position is selected twice
+            full[index] = g
+        else:
+            np.add.at(full, index, g)
         return full, None
 
 
@@ -304,7 +312,11 @@ class Gather(Function):
     @staticmethod
     def backward(ctx, g):
         shape, index, axis = ctx.saved
-        full = np.zeros(shape, dtype=g.dtype)
+        full = np.zeros(shape, dtype=g.dtype, like=g)
+        if is_device(g):
+            from ..kernels.cuda.array import add_at_along_axis
+            add_at_along_axis(full, index, g, axis)
+            return full, None, None
         where = list(np.indices(index.shape, sparse=True))
         where[axis] = index
         np.add.at(full, tuple(where), g)
@@ -339,7 +351,8 @@ class Sum(Function):
     def forward(ctx, a, axis, keepdims):
         axes = _normalise_axes(axis, a.ndim)
         ctx.save_for_backward(a.shape, axes, keepdims)
-        return np.asarray(a.sum(axis=axes, keepdims=keepdims))
+        total = a.sum(axis=axes, keepdims=keepdims)
+        return total if is_device(total) else np.asarray(total)
 
     @staticmethod
     def backward(ctx, g):

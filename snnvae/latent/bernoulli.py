@@ -22,6 +22,7 @@ import numpy as np
 
 from .. import functional as F
 from ..autograd import Tensor, is_grad_enabled, no_grad
+from ..device import is_device, place_like
 from ..nn import Module, Sequential, SpikingLinear
 
 
@@ -121,13 +122,15 @@ class BernoulliPosterior(Module):
             raise ValueError(f"posterior expects {self.channels} channels, got input {x.shape}")
         picks = np.empty((T, N, C), dtype=np.int64)
         if z_in is not None:
-            z_in = np.asarray(z_in.data if isinstance(z_in, Tensor) else z_in, dtype=x.dtype)
+            z_in = z_in.data if isinstance(z_in, Tensor) else z_in
+            z_in = place_like(z_in if is_device(z_in) else np.asarray(z_in), x.data)
+            z_in = z_in.astype(x.dtype, copy=False)
             if z_in.shape != (T, N, C):
                 raise ValueError(f"z_in must have shape {(T, N, C)}, got {z_in.shape}")
             for t in range(T - 1):
                 picks[t] = picker.draw(t, N, C)
         elif self.training:
-            z_in = np.zeros((T, N, C), dtype=x.dtype)
+            z_in = np.zeros((T, N, C), dtype=x.dtype, like=x.data)
             saved = None if self.prefix_updates_bn else _bn_state(self.layers)
             with no_grad():
                 for t in range(T - 1):
@@ -137,9 +140,9 @@ class BernoulliPosterior(Module):
             if saved is not None:
                 _restore_bn_state(self.layers, saved)
         else:
-            z_in = np.zeros((T, N, C), dtype=x.dtype)
+            z_in = np.zeros((T, N, C), dtype=x.dtype, like=x.data)
             stepper = _SteppedNetwork(self.layers)
-            q = np.empty((T, N, C, self.k), dtype=x.dtype)
+            q = np.empty((T, N, C, self.k), dtype=x.dtype, like=x.data)
 
             def step(t):
                 inputs = np.concatenate([x.data[t], z_in[t]], axis=-1)
@@ -185,7 +188,7 @@ class BernoulliPrior(Module):
         """
         z = Tensor(z.data) if isinstance(z, Tensor) else Tensor(z)   # the prior never moves z
         T, N, C = z.shape
-        z_in = np.zeros((T, N, C), dtype=z.dtype)
+        z_in = np.zeros((T, N, C), dtype=z.dtype, like=z.data)
         z_in[1:] = z.data[:-1]
         if self.training and scheduled_p > 0:
             if rng is None:
@@ -209,8 +212,9 @@ class BernoulliPrior(Module):
         """
         dtype = dtype or self.layers[0].weight.dtype
         stepper = _SteppedNetwork(self.layers)
-        z = np.zeros((timesteps, n, self.channels), dtype=dtype)
-        z_prev = np.zeros((n, self.channels), dtype=dtype)
+        where = self.layers[0].weight.data          # the arrays live where the weights do
+        z = np.zeros((timesteps, n, self.channels), dtype=dtype, like=where)
+        z_prev = np.zeros((n, self.channels), dtype=dtype, like=where)
         for t in range(timesteps):
             p_t = stepper.step(z_prev).reshape(n, self.channels, self.k)
             picks = picker.draw(t, n, self.channels)
@@ -220,7 +224,8 @@ class BernoulliPrior(Module):
     def sample_by_prefix(self, n, timesteps, picker, dtype=None):
         """The official O(T^2) generation: re-run the prior on the whole prefix at every step."""
         dtype = dtype or self.layers[0].weight.dtype
-        z_in = np.zeros((timesteps, n, self.channels), dtype=dtype)
+        z_in = np.zeros((timesteps, n, self.channels), dtype=dtype,
+                        like=self.layers[0].weight.data)
         z = np.zeros_like(z_in)
         with no_grad():
             for t in range(timesteps):

@@ -28,7 +28,9 @@ Modes (the ``spike_mode`` of ``snnvae.functional.lif`` decides for the whole net
 * ``"straight_through"``: Heaviside forward, backward = autograd's derivative of h.
 
 The uniforms come from an explicit ``numpy.random.Generator`` (``draw_uniforms``) or are passed
-in (``uniforms=``), e.g. those the official code drew (../shared/golden/esvae_pieces.npz).
+in (``uniforms=``), e.g. those the official code drew (../shared/golden/esvae_pieces.npz). For
+rates on the GPU they are drawn on the host and copied over, so a CPU and a GPU run with one
+seed draw the same numbers.
 """
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ import numpy as np
 
 from .. import functional as F
 from ..autograd import Function, Tensor, as_tensor, enable_grad
+from ..device import is_device, place_like
 from ..functional.lif import SPIKE_MODES, current_spike_mode
 from ..functional.tensor_ops import unbroadcast
 from ..nn import Linear, Module
@@ -100,7 +103,8 @@ def poisson_spikes(rates, uniforms, aa=WINDOW, mode=None):
     Returns a Tensor of ``uniforms``' shape, in the rates' dtype.
     """
     rates = as_tensor(rates)
-    uniforms = np.asarray(uniforms.data if isinstance(uniforms, Tensor) else uniforms)
+    uniforms = uniforms.data if isinstance(uniforms, Tensor) else uniforms
+    uniforms = place_like(uniforms if is_device(uniforms) else np.asarray(uniforms), rates.data)
     if rates.dtype.kind != "f":
         raise TypeError(f"poisson_spikes: rates must be float32 or float64, got {rates.dtype}")
     try:
@@ -130,7 +134,7 @@ def sample_poisson_spikes(rates, timesteps, rng=None, uniforms=None, aa=WINDOW):
         if rng is None:
             raise ValueError("sample_poisson_spikes needs rng=np.random.Generator (or uniforms=)")
         uniforms = draw_uniforms(rng, shape, rates.dtype)
-    uniforms = np.asarray(uniforms)
+    uniforms = place_like(uniforms if is_device(uniforms) else np.asarray(uniforms), rates.data)
     if uniforms.shape != shape:
         raise ValueError(f"uniforms must have shape (T, N, C) = {shape}, got {uniforms.shape}")
     return poisson_spikes(rates, uniforms, aa), uniforms

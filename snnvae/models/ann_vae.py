@@ -37,6 +37,7 @@ import numpy as np
 
 from .. import functional as F
 from ..autograd import Tensor, as_tensor, no_grad
+from ..device import to_host
 from ..nn import (BatchNorm2d, ConvTranspose2d, LeakyReLU, Linear, Module, Reshape, Sequential,
                   Tanh, conv_bn_lrelu, conv_transpose_bn_lrelu)
 from .config import ModelConfig
@@ -151,7 +152,7 @@ class ANNVAE(Module):
 
     # --- pieces ------------------------------------------------------------------------------
     def _images(self, images):
-        images = as_tensor(images, dtype=self.decoder_input.weight.dtype)
+        images = self.input_tensor(images, dtype=self.decoder_input.weight.dtype)
         expected = (self.config.in_channels, self.config.input_size, self.config.input_size)
         if images.ndim != 4 or images.shape[1:] != expected:
             raise ValueError(f"ANNVAE expects images of shape (N, {expected[0]}, {expected[1]}, "
@@ -191,7 +192,7 @@ class ANNVAE(Module):
         return weight
 
     def loss(self, images, out: ANNVAEOutput, kl_weight=None) -> ANNVAELosses:
-        images = as_tensor(images, dtype=out.reconstruction.dtype)
+        images = self.input_tensor(images, dtype=out.reconstruction.dtype)
         recon = F.mse_loss(out.reconstruction, images)
         kld = F.gaussian_kl_loss(out.mu, out.logvar)
         return ANNVAELosses(recon + kld * self._kl_weight(kl_weight), recon, kld)
@@ -204,7 +205,7 @@ class ANNVAE(Module):
         dtype = self.decoder_input.weight.dtype
         z = rng.standard_normal((n, self.config.latent_dim), dtype=dtype)
         with no_grad():
-            return self.decode(Tensor(z)).data
+            return to_host(self.decode(Tensor(z)).data)
 
     # --- the training-loop protocol (see snnvae.train) ---------------------------------------
     def training_losses(self, images, rng, epoch, epochs, kl_weight=None):
@@ -219,4 +220,4 @@ class ANNVAE(Module):
 
     def reconstruct(self, images, rng):
         with no_grad():
-            return self(images, rng=rng).reconstruction.data
+            return to_host(self(images, rng=rng).reconstruction.data)

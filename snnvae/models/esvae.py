@@ -35,7 +35,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import functional as F
-from ..autograd import Tensor, as_tensor, no_grad
+from ..autograd import Tensor, no_grad
+from ..device import to_host
 from ..latent import RatePrior, sample_poisson_spikes
 from .esvae_config import ESVAEConfig
 from .skeleton import SpikingVAESkeleton
@@ -97,7 +98,7 @@ class ESVAE(SpikingVAESkeleton):
         return F.linear_mmd(r_q, r_p)
 
     def loss(self, images, out: ESVAEOutput, bandwidth=None) -> ESVAELosses:
-        images = as_tensor(images, dtype=out.reconstruction.dtype)
+        images = self.input_tensor(images, dtype=out.reconstruction.dtype)
         recon = F.mse_loss(out.reconstruction, images)
         distance = self.distance(out.r_q, out.r_p, bandwidth)
         return ESVAELosses(recon + distance * self.config.distance_weight, recon, distance)
@@ -109,7 +110,7 @@ class ESVAE(SpikingVAESkeleton):
             raise RuntimeError("sampling uses running tdBN statistics: call model.eval() first")
         with no_grad():
             r_p = self.prior(n, rng, noise)
-            return self.decode(self.latent_spikes(r_p, rng)).data
+            return to_host(self.decode(self.latent_spikes(r_p, rng)).data)
 
     # --- the training-loop protocol (see snnvae.train; evaluation in the skeleton) -----------
     def parameter_groups(self):

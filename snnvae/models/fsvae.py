@@ -27,7 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import functional as F
-from ..autograd import Tensor, as_tensor, no_grad
+from ..autograd import Tensor, no_grad
+from ..device import to_host
 from ..latent import BernoulliPosterior, BernoulliPrior, RandomPicks
 from .config import FSVAEConfig
 from .skeleton import SpikingVAESkeleton, spiking_options
@@ -78,7 +79,7 @@ class FSVAE(SpikingVAESkeleton):
         return FSVAEOutput(self.decode(z), q_z, p_z, z)
 
     def loss(self, images, out: FSVAEOutput) -> FSVAELosses:
-        images = as_tensor(images, dtype=out.reconstruction.dtype)
+        images = self.input_tensor(images, dtype=out.reconstruction.dtype)
         recon = F.mse_loss(out.reconstruction, images)
         if self.config.distance == "mmd":
             distance = F.psp_mmd_loss(out.q_z, out.p_z)
@@ -97,7 +98,7 @@ class FSVAE(SpikingVAESkeleton):
         else:
             z = self.prior.sample_by_prefix(n, self.config.timesteps, picker, dtype)
         with no_grad():
-            return self.decode(Tensor(z)).data
+            return to_host(self.decode(Tensor(z)).data)
 
     def reconstruct(self, images, rng):
         """Reconstructions (N, C_in, S, S) of ``images``: encoder, posterior, decoder. The
@@ -106,7 +107,7 @@ class FSVAE(SpikingVAESkeleton):
         picker = RandomPicks(self.config.k, rng)
         with no_grad():
             _, z = self.posterior(self.encode(images), picker)
-            return self.decode(z).data
+            return to_host(self.decode(z).data)
 
     # --- the training-loop protocol (see snnvae.train; evaluation in the skeleton) -----------
     def training_losses(self, images, rng, epoch, epochs):

@@ -26,6 +26,7 @@ import numpy as np
 
 from .. import functional as F
 from ..autograd import Tensor, as_tensor, no_grad
+from ..device import to_host
 from ..nn import (ConvTranspose2d, MembraneOutput, Module, Reshape, Sequential, SpikingConv2d,
                   SpikingConvTranspose2d, SpikingLinear)
 
@@ -75,7 +76,7 @@ class SpikingVAESkeleton(Module):
         Image arrays are cast to the model's dtype. The result is a read-only view with a
         stride-0 time axis (no copy), which tells the first convolution to run once per image
         instead of once per step (``functional.conv``; the same values up to rounding)."""
-        images = as_tensor(images, dtype=self.dtype)
+        images = self.input_tensor(images, dtype=self.dtype)
         expected = (self.config.in_channels, self.config.input_size, self.config.input_size)
         if images.ndim != 4 or images.shape[1:] != expected:
             raise ValueError(f"{type(self).__name__} expects images of shape (N, {expected[0]}, "
@@ -104,4 +105,4 @@ class SpikingVAESkeleton(Module):
 
     def reconstruct(self, images, rng):
         with no_grad():
-            return self(images, rng=rng).reconstruction.data
+            return to_host(self(images, rng=rng).reconstruction.data)

@@ -4,6 +4,10 @@ Attributes are registered by type when they are set: a ``Parameter`` becomes a p
 ``Module`` a sub-module, and ``register_buffer`` adds a named array that is saved in the
 state dict but not trained (e.g. tdBN's running statistics). Names are dotted paths
 ("encoder.0.bn.weight"), in the order the attributes were set.
+
+``to_device("cuda")`` moves the parameters and floating buffers into GPU memory (DeviceArrays,
+see ``snnvae.device``), where every op of a step then runs; ``to_device("cpu")`` brings them
+back. State dicts are always host (NumPy) arrays, so checkpoints do not depend on the device.
 """
 from __future__ import annotations
 
@@ -11,14 +15,22 @@ from collections import OrderedDict
 
 import numpy as np
 
-from ..autograd import Tensor
+from ..autograd import Tensor, as_tensor
+from ..device import check_device, device_of, is_device, move, place_like, to_host
+
+
+def _buffer_array(value):
+    """A buffer's array: a DeviceArray stays on the GPU, anything else becomes a NumPy array."""
+    return value if is_device(value) else np.asarray(value)
 
 
 class Parameter(Tensor):
     """A Tensor that a Module trains: requires_grad is on."""
 
     def __init__(self, data):
-        super().__init__(np.array(data, copy=True), requires_grad=True)
+        data = data.data if isinstance(data, Tensor) else data
+        super().__init__(data.copy() if is_device(data) else np.array(data, copy=True),
+                         requires_grad=True)
 
     def __repr__(self):
         return f"Parameter(shape={self.shape}, dtype={self.dtype})"
@@ -36,7 +48,7 @@ class Module:
             raise RuntimeError(f"{type(self).__name__}.__init__ must call super().__init__() "
                                f"before setting attributes")
         if name in self._buffers and not isinstance(value, (Parameter, Module)):
-            object.__setattr__(self, name, np.asarray(value))  # buffers stay buffers
+            object.__setattr__(self, name, _buffer_array(value))  # buffers stay buffers
             return
         for table in (self._parameters, self._modules):
             table.pop(name, None)
@@ -49,7 +61,7 @@ class Module:
     def register_buffer(self, name, array):
         """A named array saved in the state dict but not trained (e.g. running statistics)."""
         self._buffers[name] = True
-        object.__setattr__(self, name, np.asarray(array))
+        object.__setattr__(self, name, _buffer_array(array))
 
     def forward(self, *args, **kwargs):
         raise NotImplementedError
@@ -105,11 +117,48 @@ class Module:
                     object.__setattr__(module, name, value.astype(dtype))
         return self
 
+    @property
+    def device(self) -> str:
+        """Where the parameters live: "cuda" (GPU memory) or "cpu"."""
+        params = self.parameters()
+        return device_of(params[0].data) if params else "cpu"
+
+    def to_device(self, name: str):
+        """Move every parameter and floating buffer to device ``name`` ("cpu" or "cuda"); the
+        gradients are dropped. Integer buffers (counters) stay on the host. "cuda" raises
+        CudaUnavailableError, saying what to do, where there is no GPU."""
+        check_device(name)
+        for _, module in self.named_modules():
+            for p in module._parameters.values():
+                p.data = move(p.data, name)
+                p.grad = None
+            for attr in module._buffers:
+                value = getattr(module, attr)
+                if value.dtype.kind == "f":
+                    object.__setattr__(module, attr, move(value, name))
+        return self
+
+    def place(self, array):
+        """``array`` moved to where this module's parameters live (unchanged if it is there)."""
+        params = self.parameters()
+        return place_like(array, params[0].data) if params else to_host(array)
+
+    def input_tensor(self, value, dtype=None):
+        """``value`` (array or Tensor) as a Tensor on this module's device: a model's entry
+        points take host images and move them over once. An array is cast to ``dtype``; a
+        Tensor already on the device is returned as it is (its graph kept)."""
+        if isinstance(value, Tensor):
+            if value.device == self.device:
+                return value
+            value = value.data
+        return as_tensor(self.place(value), dtype=dtype)
+
     # --- state ---------------------------------------------------------------------------------
     def state_dict(self):
-        """Name -> array copy of every parameter and buffer."""
-        state = OrderedDict((n, p.data.copy()) for n, p in self.named_parameters())
-        state.update((n, np.array(b, copy=True)) for n, b in self.named_buffers())
+        """Name -> host (NumPy) array copy of every parameter and buffer."""
+        state = OrderedDict((n, np.array(to_host(p.data), copy=True))
+                            for n, p in self.named_parameters())
+        state.update((n, np.array(to_host(b), copy=True)) for n, b in self.named_buffers())
         return state
 
     def load_state_dict(self, state, strict: bool = True):
@@ -128,20 +177,22 @@ class Module:
                            f"unexpected {unexpected}")
         bad = []
         for name in sorted(expected & set(state)):
-            value = np.asarray(state[name])
+            value = np.asarray(to_host(state[name]))
             current = own[name].data if name in own else self._buffer(name)
             if value.shape != current.shape:
                 bad.append(f"{name}: checkpoint {value.shape} vs model {current.shape}")
         if bad:
             raise ValueError("state dict shapes do not fit the model:\n  " + "\n  ".join(bad))
         for name in expected & set(state):
-            value = np.asarray(state[name])
+            value = np.asarray(to_host(state[name]))
             if name in own:
-                own[name].data = value.astype(own[name].dtype, copy=True)
+                current = own[name].data
+                own[name].data = place_like(value.astype(current.dtype, copy=True), current)
             else:
                 module, attr = self._owner(name)
                 current = getattr(module, attr)
-                object.__setattr__(module, attr, value.astype(current.dtype, copy=True))
+                object.__setattr__(module, attr,
+                                   place_like(value.astype(current.dtype, copy=True), current))
         return self
 
     def _owner(self, dotted):

@@ -9,11 +9,12 @@ result never depends on the launch size, so the same kernel runs
 - in the CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``, used by the tests on machines without a
   GPU), where every simulated thread is a Python thread, with one small block.
 
-Arrays in, arrays out: a kernel wrapper accepts NumPy arrays or device arrays. ``to_device``
-moves a NumPy array over (a device array passes through untouched) and ``like_input`` brings a
-result back to the host when the caller gave host arrays, so the wrappers keep the signatures of
-the NumPy reference kernels while a caller that keeps its tensors on the device never pays a
-copy.
+Arrays in, arrays out: a kernel wrapper accepts NumPy arrays or device arrays (the library's
+``DeviceArray``, or a raw numba device array). ``to_device`` moves a NumPy array over and
+unwraps a DeviceArray to the numba array the kernels index (no copy); ``like_input`` brings a
+result back to the host when the caller gave host arrays, and otherwise hands it back as a
+DeviceArray. So the wrappers keep the signatures of the NumPy reference kernels, while a caller
+whose tensors live on the device (``Module.to_device("cuda")``) never pays a copy.
 """
 from __future__ import annotations
 
@@ -50,16 +51,29 @@ def require_gpu() -> None:
         "starts (very slow: for tests on tiny shapes only).")
 
 
+def _is_wrapped(a) -> bool:
+    from .array import DeviceArray
+    return isinstance(a, DeviceArray)
+
+
 def is_device_array(a) -> bool:
-    """True for numba device arrays (real or simulated) and any __cuda_array_interface__ one."""
+    """True for a DeviceArray, a numba device array (real or simulated) and any
+    __cuda_array_interface__ one."""
+    if _is_wrapped(a):
+        return True
     if SIMULATOR:
         return isinstance(a, cuda.devicearray.FakeCUDAArray)
     return cuda.is_cuda_array(a)
 
 
 def to_device(a):
-    """A device array holding ``a`` (``a`` itself when it already is one)."""
-    if a is None or is_device_array(a):
+    """The numba device array a kernel indexes: a DeviceArray's own buffer, a numba device array
+    itself, or a copy of a host array."""
+    if a is None:
+        return a
+    if _is_wrapped(a):
+        return a.device
+    if is_device_array(a):
         return a
     return cuda.to_device(np.ascontiguousarray(a))
 
@@ -87,7 +101,7 @@ def device_array_of(a, dtype):
         if a.dtype != dtype:
             raise TypeError(f"device array of dtype {a.dtype} where {np.dtype(dtype)} is needed; "
                             f"cast it before the call")
-        return a
+        return to_device(a)
     return to_device(np.asarray(a, dtype=dtype))
 
 
@@ -109,10 +123,15 @@ def time_major(a):
 
 
 def like_input(host: bool, *results):
-    """Copy results to the host when the inputs came from there; pass them through otherwise.
-    Returns one value for one result, a tuple for several (None stays None)."""
+    """Copy results to the host when the inputs came from there; otherwise hand them back as
+    DeviceArrays, which stay on the device. Returns one value for one result, a tuple for
+    several (None stays None)."""
     if host:
         results = tuple(None if r is None else r.copy_to_host() for r in results)
+    else:
+        from .array import DeviceArray
+        results = tuple(r if r is None or isinstance(r, DeviceArray) else DeviceArray(r)
+                        for r in results)
     return results[0] if len(results) == 1 else results
 
 

@@ -63,5 +63,5 @@ def adam_update(p, g, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, 
     param, avg, avg_sq = (launch.flat(a) for a in on_device)
     _adam_kernel[launch.grid_1d(p.size)](param, launch.flat(grad), avg, avg_sq, *constants)
     for caller, device in zip(state, on_device):
-        if device is not caller:              # a host array: bring the result back into it
+        if launch.on_host(caller):            # a host array: bring the result back into it
             device.copy_to_host(caller)
