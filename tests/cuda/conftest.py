@@ -9,6 +9,7 @@ the shapes tiny). Run them by hand with
 from __future__ import annotations
 
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -33,6 +34,46 @@ def fast_thread_switching():
         sys.setswitchinterval(1e-4)
     yield
     sys.setswitchinterval(before)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_shared_array_per_block():
+    """Make the simulator's ``cuda.shared.array`` safe for its threads.
+
+    The simulator (numba 0.68's ``FakeCUDAShared.array``) gives all threads of a block one
+    array by looking up an allocation keyed by the calling line and creating it when absent:
+    a check-then-set that is not atomic. When Python switches threads between the check and the
+    set, two threads of a block create an array each and reduce into different buffers. A
+    tree reduction then adds an uninitialised slot: a tdBN variance came out negative and a
+    weight gradient 25 % off, once in a few runs of the training tests (more often with the
+    short switch interval above). A real GPU has no such race; here the look-up is put under a
+    lock."""
+    if not launch.SIMULATOR:
+        yield
+        return
+    from numba.cuda.simulator import kernelapi
+    from numba.core import types
+    from numba.np.numpy_support import as_dtype
+    shared_type = kernelapi.FakeCUDAShared
+    original = shared_type.array
+    lock = threading.Lock()
+
+    def array(self, shape, dtype):
+        if shape == 0:                       # dynamic shared memory: one buffer, no look-up
+            return original(self, shape, dtype)
+        caller = sys._getframe(1)            # keyed by the calling line, as the simulator does
+        key = (caller.f_code.co_filename, caller.f_lineno)
+        with lock:
+            allocation = self._allocations.get(key)
+            if allocation is None:
+                allocation = np.empty(shape, as_dtype(dtype) if isinstance(dtype, types.Type)
+                                      else dtype)
+                self._allocations[key] = allocation
+        return allocation
+
+    shared_type.array = array
+    yield
+    shared_type.array = original
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from snnvae.kernels.cuda import gemm, launch
+from snnvae.kernels.cuda.array import DeviceArray
 
 
 def test_results_come_back_where_the_inputs_came_from():
@@ -13,7 +14,8 @@ def test_results_come_back_where_the_inputs_came_from():
     assert launch.on_host(host, None) and not launch.on_host(host, dev)
     back = launch.like_input(True, dev)
     assert isinstance(back, np.ndarray) and np.array_equal(back, host)
-    assert launch.like_input(False, dev, None) == (dev, None)
+    kept, nothing = launch.like_input(False, dev, None)
+    assert isinstance(kept, DeviceArray) and kept.device is dev and nothing is None
 
 
 def test_grids_cover_the_work():
