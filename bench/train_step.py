@@ -210,12 +210,28 @@ def calibrate(model, images, rng):
         model, lambda: model.training_losses(images, rng, EPOCH, EPOCHS))
 
 
+def on_device(model, spec):
+    """The model moved to the benchmark's device: with --device cuda its parameters and every
+    tensor of a step live in GPU memory."""
+    if spec.get("device") == "cuda":
+        model.to_device("cuda")
+    return model
+
+
+def synchronize(spec):
+    """Wait for the GPU's queued kernels before the clock is read (launches are asynchronous)."""
+    if spec.get("device") == "cuda":
+        from numba import cuda
+        cuda.synchronize()
+
+
 def run_train(spec):
     from snnvae.metrics.operations import count_dense_macs
     from snnvae.optim import AdamW
     rng = np.random.default_rng(spec["seed"])
     model_cls, config = model_config(spec["model"], spec["tiny"])
-    model = model_cls(config, rng=np.random.default_rng(spec["seed"]), dtype=np.float32)
+    model = on_device(model_cls(config, rng=np.random.default_rng(spec["seed"]),
+                                dtype=np.float32), spec)
     n, steps, warmup = spec["batch_size"], spec["steps"], spec["warmup"]
     images, source = load_images("train", n * (warmup + steps + 2), rng, spec["data_dir"])
     batches = [images[i * n:(i + 1) * n] for i in range(warmup + steps + 2)]
@@ -233,8 +249,10 @@ def run_train(spec):
     for i, batch in enumerate(batches[:warmup + steps]):
         if i == warmup:
             peak_reset = reset_peak()
+        synchronize(spec)
         start = time.perf_counter()
         step(batch)
+        synchronize(spec)
         times.append(time.perf_counter() - start)
     peak = rss_mb("VmHWM")
     device_mb = device_memory_mb(spec)
@@ -273,7 +291,8 @@ def run_eval(spec):
     from snnvae.autograd import no_grad
     rng = np.random.default_rng(spec["seed"])
     model_cls, config = model_config(spec["model"], spec["tiny"])
-    model = model_cls(config, rng=np.random.default_rng(spec["seed"]), dtype=np.float32)
+    model = on_device(model_cls(config, rng=np.random.default_rng(spec["seed"]),
+                                dtype=np.float32), spec)
     n, repeats, warmup = spec["batch_size"], spec["repeats"], spec["warmup"]
     train_images, _ = load_images("train", n, rng, spec["data_dir"])
     calibrate(model, train_images, rng)
@@ -291,8 +310,10 @@ def run_eval(spec):
     for i, batch in enumerate(batches[:warmup + repeats]):
         if i == warmup:
             peak_reset = reset_peak()
+        synchronize(spec)
         start = time.perf_counter()
         call(batch)
+        synchronize(spec)
         times.append(time.perf_counter() - start)
     peak = rss_mb("VmHWM")
     timed = times[warmup:]

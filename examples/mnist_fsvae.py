@@ -210,6 +210,8 @@ def main(argv=None):
         from snnvae.models import kl_weight_for
         config = config.replace(kl_weight=kl_weight_for(len(train_images), settings.batch_size))
     model = build_model(MODEL_NAMES[args.model], config.to_dict(), seed=[args.seed, 0])
+    if args.device == "cuda":     # parameters and every tensor of a step live on the GPU
+        model.to_device("cuda")
     prepare_run_dir(out, resume=args.resume, force=args.force)      # only now clear an old run
     print(describe(model, config))
     print(f"training: {settings.epochs} epochs, batch {settings.batch_size}, AdamW lr "
