@@ -49,6 +49,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import functools
 import importlib
 import json
 import os
@@ -137,9 +138,10 @@ def load_images(split, count, rng, data_dir):
 class KernelTimer:
     """Wall time per kernel of the active backend while active (outermost calls only)."""
 
-    def __init__(self):
+    def __init__(self, sync=lambda: None):
         from snnvae import backend
         self.module = backend.kernels()
+        self.sync = sync            # waits for the GPU, so that a kernel's time is its run
         self.names = [n for n in backend.KERNEL_NAMES if hasattr(self.module, n)]
         self.seconds, self.depth = {}, 0
 
@@ -154,10 +156,12 @@ class KernelTimer:
             if self.depth:
                 return fn(*args, **kwargs)
             self.depth += 1
+            self.sync()
             start = time.perf_counter()
             try:
                 return fn(*args, **kwargs)
             finally:
+                self.sync()
                 self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
                 self.depth -= 1
         return timed
@@ -173,9 +177,10 @@ class ModuleTimer:
 
     METHODS = ("forward", "sample")
 
-    def __init__(self, model):
+    def __init__(self, model, sync=lambda: None):
         self.children = dict(model._modules)
         self.seconds = {}
+        self.sync = sync
 
     def __enter__(self):
         for name, m in self.children.items():
@@ -186,10 +191,12 @@ class ModuleTimer:
 
     def _wrap(self, name, fn):
         def timed(*a, **kw):
+            self.sync()
             start = time.perf_counter()
             try:
                 return fn(*a, **kw)
             finally:
+                self.sync()
                 self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
         return timed
 
@@ -259,9 +266,11 @@ def run_train(spec):
     timed = times[warmup:]
     median = statistics.median(timed)
 
-    with KernelTimer() as kt, ModuleTimer(model) as mt:       # one instrumented step
+    sync = functools.partial(synchronize, spec)
+    with KernelTimer(sync) as kt, ModuleTimer(model, sync) as mt:     # one instrumented step
         start = time.perf_counter()
         step(batches[-2])
+        sync()
         profiled = time.perf_counter() - start
     macs = count_dense_macs(
         model, lambda: model.training_losses(batches[-1], rng, EPOCH, EPOCHS), n)
@@ -319,9 +328,12 @@ def run_eval(spec):
     timed = times[warmup:]
     median = statistics.median(timed)
 
-    with KernelTimer() as kt, ModuleTimer(model) as mt, monitor_firing_rates(model) as rates:
+    sync = functools.partial(synchronize, spec)
+    with KernelTimer(sync) as kt, ModuleTimer(model, sync) as mt, \
+            monitor_firing_rates(model) as rates:
         start = time.perf_counter()
         call(batches[-1])
+        sync()
         profiled = time.perf_counter() - start
 
     def run():

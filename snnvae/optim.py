@@ -90,7 +90,9 @@ class Optimizer:
                     if key != "step" and value.shape != p.shape:
                         raise ValueError(f"optimiser state {prefix}{key} has shape {value.shape} "
                                          f"but parameter {j} of group {i} has shape {p.shape}")
-                states[j] = {k: (float(v) if k == "step" else v) for k, v in state.items()}
+                # moments go where the parameter lives (a host checkpoint onto a GPU model)
+                states[j] = {k: (float(v) if k == "step" else place_like(v, p.data))
+                             for k, v in state.items()}
         return self
 
 

@@ -276,10 +276,12 @@ class Trainer:
                 self.optimizer.zero_grad()
                 losses["loss"].backward()
                 self.optimizer.step()
+                # read before the clock stops: on a GPU that waits for the step's kernels
+                values = {key: float(value.item()) for key, value in losses.items()}
                 self.train_seconds += time.perf_counter() - start
                 self.step_in_epoch, self.global_step = b + 1, self.global_step + 1
-                for key, value in losses.items():
-                    self.epoch_sums[key] = self.epoch_sums.get(key, 0.0) + float(value.item())
+                for key, value in values.items():
+                    self.epoch_sums[key] = self.epoch_sums.get(key, 0.0) + value
                 self.epoch_sums["_count"] = self.epoch_sums.get("_count", 0) + 1
                 count = self.epoch_sums["_count"]
                 bar.set_postfix({k: f"{v / count:.4f}" for k, v in self.epoch_sums.items()

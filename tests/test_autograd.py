@@ -36,6 +36,7 @@ UNARY = {
     "transpose": lambda a: a.transpose(0, 2),
     "getitem_slice": lambda a: a[:, 1:, ::2],
     "getitem_repeated": lambda a: a[np.array([0, 0, 1])],
+    "getitem_scalar_times_scalar": lambda a: a[0, 1, 2] * a[1, 0, 3],   # NumPy scalar grads
 }
 
 

@@ -29,8 +29,9 @@ def _fold(x):
 def _one_step_of_repeated(x):
     """x[0] of a time-first x (T, N, C, H, W) that holds the same images at every step through
     a stride-0 time axis (direct input coding makes it so: ``np.broadcast_to``), else None.
-    A DeviceArray has no strides: on the GPU the broadcast is materialised."""
-    if x.ndim == 5 and x.shape[0] > 1 and getattr(x, "strides", (None,))[0] == 0:
+    A DeviceArray is always contiguous (its broadcast is materialised, its strides never 0):
+    on the GPU the convolution runs at every step."""
+    if x.ndim == 5 and x.shape[0] > 1 and x.strides[0] == 0:
         return contiguous(x[0])
     return None
 

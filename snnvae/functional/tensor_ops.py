@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..autograd import Function, Tensor, as_tensor
-from ..device import is_device
+from ..device import is_device, place_like
 
 
 def unbroadcast(grad, shape):
@@ -282,6 +282,14 @@ class Permute(Function):
         return np.transpose(g, np.argsort(axes)), None
 
 
+def _zeros_beside(g, shape):
+    """Zeros of ``shape`` in g's dtype, on g's side (g may be a NumPy scalar: a 0-d result
+    times a 0-d result is one, and ``like=`` takes arrays only)."""
+    if is_device(g):
+        return np.zeros(shape, dtype=g.dtype, like=g)
+    return np.zeros(shape, dtype=np.result_type(g))
+
+
 class GetItem(Function):
     """a[index] for any NumPy index; backward scatters (and adds repeated positions)."""
 
@@ -293,7 +301,7 @@ class GetItem(Function):
     @staticmethod
     def backward(ctx, g):
         shape, dtype, index = ctx.saved
-        full = np.zeros(shape, dtype=g.dtype, like=g)
+        full = _zeros_beside(g, shape)
         if is_device(g):       # basic indexing only there: no position is selected twice
             full[index] = g
         else:
@@ -306,13 +314,14 @@ class Gather(Function):
 
     @staticmethod
     def forward(ctx, a, index, axis):
+        index = place_like(index, a)       # copied to the GPU once, for forward and backward
         ctx.save_for_backward(a.shape, index, axis)
         return np.take_along_axis(a, index, axis=axis)
 
     @staticmethod
     def backward(ctx, g):
         shape, index, axis = ctx.saved
-        full = np.zeros(shape, dtype=g.dtype, like=g)
+        full = _zeros_beside(g, shape)
         if is_device(g):
             from ..kernels.cuda.array import add_at_along_axis
             add_at_along_axis(full, index, g, axis)
@@ -359,7 +368,10 @@ class Sum(Function):
         shape, axes, keepdims = ctx.saved
         if not keepdims:
             g = np.expand_dims(g, axes)
-        return np.broadcast_to(g, shape).copy(), None, None
+        full = np.broadcast_to(g, shape)
+        # NumPy's broadcast is a read-only view; a DeviceArray's, when it repeats anything,
+        # is already a new array
+        return (full if is_device(full) and full.size != g.size else full.copy()), None, None
 
 
 # --- public functions ----------------------------------------------------------------------------

@@ -54,6 +54,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..autograd import Tensor, is_grad_enabled, no_grad
+from ..device import to_host
 from ..nn import LIF, Conv2d, ConvTranspose2d, Linear, MembraneOutput
 
 # Energy per operation, 45 nm CMOS (Horowitz, "Computing's energy problem (and what we can do
@@ -140,7 +141,8 @@ class _Tally:
 
 
 def _array(x):
-    return x.data if isinstance(x, Tensor) else np.asarray(x)
+    """The values as a host array (a copy from the GPU for a model there: counting reads them)."""
+    return np.asarray(to_host(x.data if isinstance(x, Tensor) else x))
 
 
 class _Patches:
@@ -252,7 +254,7 @@ def count_operations(model, images, rng: np.random.Generator, forward=None) -> d
         images, model, per ('image'), notes.
     The model's training flag is restored afterwards.
     """
-    images = np.asarray(images.data if isinstance(images, Tensor) else images)
+    images = _array(images)
     if images.ndim < 1 or images.shape[0] < 1:
         raise ValueError(f"count_operations needs a batch of at least one image, got shape "
                          f"{images.shape}")

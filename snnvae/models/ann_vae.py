@@ -210,6 +210,7 @@ class ANNVAE(Module):
     # --- the training-loop protocol (see snnvae.train) ---------------------------------------
     def training_losses(self, images, rng, epoch, epochs, kl_weight=None):
         """epoch and epochs are unused (no schedule); they complete the Trainer's protocol."""
+        images = self.place(images)        # on the GPU: copied over once, for input and loss
         losses = self.loss(images, self(images, rng=rng), kl_weight)
         return {"loss": losses.loss, "recon": losses.reconstruction, "kld": losses.kld}
 

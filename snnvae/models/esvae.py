@@ -122,6 +122,7 @@ class ESVAE(SpikingVAESkeleton):
                  "lr_scale": float(self.config.sample_layer_lr_scale)}]
 
     def training_losses(self, images, rng, epoch, epochs):
+        images = self.place(images)        # on the GPU: copied over once, for input and loss
         losses = self.loss(images, self(images, rng=rng))
         return {"loss": losses.loss, "recon": losses.reconstruction, "distance": losses.distance}
 

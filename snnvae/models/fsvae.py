@@ -112,6 +112,7 @@ class FSVAE(SpikingVAESkeleton):
     # --- the training-loop protocol (see snnvae.train; evaluation in the skeleton) -----------
     def training_losses(self, images, rng, epoch, epochs):
         p = self.scheduled_probability(epoch, epochs) if self.config.scheduled_sampling else 0.0
+        images = self.place(images)        # on the GPU: copied over once, for input and loss
         losses = self.loss(images, self(images, rng=rng, scheduled_p=p))
         return {"loss": losses.loss, "recon": losses.reconstruction, "distance": losses.distance}
 

@@ -75,7 +75,8 @@ class SpikingVAESkeleton(Module):
         """Direct input coding: (N, C, S, S) -> (T, N, C, S, S), the image at every step.
         Image arrays are cast to the model's dtype. The result is a read-only view with a
         stride-0 time axis (no copy), which tells the first convolution to run once per image
-        instead of once per step (``functional.conv``; the same values up to rounding)."""
+        instead of once per step (``functional.conv``; the same values up to rounding). On the
+        GPU the repeat is a copy T times the size, and the first convolution runs T times."""
         images = self.input_tensor(images, dtype=self.dtype)
         expected = (self.config.in_channels, self.config.input_size, self.config.input_size)
         if images.ndim != 4 or images.shape[1:] != expected:

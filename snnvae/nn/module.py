@@ -120,8 +120,12 @@ class Module:
     @property
     def device(self) -> str:
         """Where the parameters live: "cuda" (GPU memory) or "cpu"."""
-        params = self.parameters()
-        return device_of(params[0].data) if params else "cpu"
+        first = self._first_parameter()
+        return "cpu" if first is None else device_of(first.data)
+
+    def _first_parameter(self):
+        """The first parameter (all live on one side), without walking the whole tree."""
+        return next((p for _, p in self.named_parameters()), None)
 
     def to_device(self, name: str):
         """Move every parameter and floating buffer to device ``name`` ("cpu" or "cuda"); the
@@ -140,8 +144,8 @@ class Module:
 
     def place(self, array):
         """``array`` moved to where this module's parameters live (unchanged if it is there)."""
-        params = self.parameters()
-        return place_like(array, params[0].data) if params else to_host(array)
+        first = self._first_parameter()
+        return to_host(array) if first is None else place_like(array, first.data)
 
     def input_tensor(self, value, dtype=None):
         """``value`` (array or Tensor) as a Tensor on this module's device: a model's entry

@@ -12,6 +12,7 @@ from conftest import TOLERANCES
 
 from snnvae.kernels.cuda import array as da
 from snnvae.kernels.cuda import launch, reduce_axes
+from snnvae.device import is_device, to_host
 from snnvae.kernels.cuda.array import DeviceArray
 
 # --------------------------------------------------------------------------------------------
@@ -54,7 +55,12 @@ def check(f, *operands, what="result"):
 
 
 def shares_memory(view, base):
-    """True when writing through ``view`` changes ``base`` (both DeviceArrays of numbers)."""
+    """True when writing through ``view`` changes ``base`` (both DeviceArrays of numbers); a
+    selection copy, which refuses writes, does not."""
+    if view._selection_copy:
+        with pytest.raises(ValueError, match="copy of a strided selection"):
+            view.fill(0)
+        return False
     before = base.copy_to_host()
     view.fill(np.abs(before).max(initial=0) + 1)
     return not np.array_equal(base.copy_to_host(), before)
@@ -137,7 +143,8 @@ def test_result_dtypes_follow_numpy_2():
              lambda a: a.astype(np.int32) * 2, lambda a: a.astype(bool) + a.astype(bool),
              lambda a: a.astype(bool) * 3, lambda a: a > 0.5, lambda a: np.exp(a),
              lambda a: np.exp(a.astype(np.int64)), lambda a: np.logical_not(a),
-             lambda a: a.astype(np.int32) / a.astype(np.int32)]
+             lambda a: a.astype(np.int32) / a.astype(np.int32), lambda a: a ** 2,
+             lambda a: a ** 2.0, lambda a: a ** np.float64(2), lambda a: a ** np.int64(2)]
     for i, f in enumerate(cases):
         check(f, f32, what=f"case {i}")
 
@@ -289,6 +296,23 @@ def test_writes_through_views_change_the_base(rng):
     assert_same(d, x, "write through a reshape")
 
 
+def test_writes_into_selection_copies_raise_and_augmented_assignment_stores_back(rng):
+    x = random(rng, (3, 4), np.float64)
+    d = da.asdevice(x)
+    column = d[:, 1]
+    for write in (lambda: column.fill(0), lambda: column.__setitem__(Ellipsis, 0),
+                  lambda: column.reshape(3, 1).fill(0), lambda: np.add(d[0], 1, out=column),
+                  lambda: np.copyto(d.T, 0.0), lambda: da.add_at_along_axis(
+                      d[:, ::2], np.zeros((3, 1), np.int64), 1.0, axis=1)):
+        with pytest.raises(ValueError, match="copy of a strided selection"):
+            write()
+    d[:, 1] += 10
+    x[:, 1] += 10
+    d[::2, 1:3] *= 2
+    x[::2, 1:3] *= 2
+    assert_same(d, x, "a[:, 1] += 10 and a[::2, 1:3] *= 2")
+
+
 SETS = [(1, 5.0), ((slice(None), 1), 2), ((Ellipsis, slice(None, None, 2)), "row"),
         ((slice(None, None, 2), slice(1, 3)), "column"), (slice(1, None), "host"),
         ((0, 0), "float64"), ((slice(None), None, 2), "row")]
@@ -311,10 +335,10 @@ def test_setitem_broadcasts_and_casts(rng, dtype, key, value):
 
 def test_setitem_casts_to_bool_and_int_and_checks_shapes(rng):
     x = random(rng, (2, 3), np.float64)
-    b = da.zeros((2, 3), bool)
+    b = da.full((2, 3), 0, bool)
     b[...] = da.asdevice(x)
     assert_same(b, x != 0, "bool <- float")
-    i = da.zeros((2, 3), np.int32)
+    i = da.full((2, 3), 0, np.int32)
     i[:, 1:] = da.asdevice(x[:, 1:] * 3)
     want = np.zeros((2, 3), np.int32)
     want[:, 1:] = x[:, 1:] * 3
@@ -365,12 +389,15 @@ def test_creation_functions(rng, dtype):
         want = host if "like=" in what else x
         assert_same(got, want.astype(got.dtype), what)
         assert (got is not d) == copied, what
+    for copy in (True, False):
+        got = np.array(d, ndmin=3, copy=copy, like=d)
+        assert_same(got, np.array(x, ndmin=3), f"array ndmin=3 copy={copy}")
+        assert shares_memory(got, d) != copy, f"array ndmin=3 copy={copy}"
     e = np.empty_like(d, shape=(4, 1))
     assert isinstance(e, DeviceArray) and e.shape == (4, 1) and e.dtype == dtype
     e = np.empty((2,), dtype=np.int64, like=d)
     assert isinstance(e, DeviceArray) and e.shape == (2,) and e.dtype == np.int64
-    for what, got, want in [("da.zeros", da.zeros((2, 1), dtype), np.zeros((2, 1), dtype)),
-                            ("da.ones", da.ones(3, dtype), np.ones(3, dtype)),
+    for what, got, want in [("da.full zeros", da.full((2, 1), 0, dtype), np.zeros((2, 1), dtype)),
                             ("da.full", da.full((2,), -3.5, dtype), np.full((2,), -3.5, dtype)),
                             ("da.full 0-d", da.full((), 4), np.full((), 4))]:
         assert_same(got, want, what)
@@ -487,7 +514,7 @@ def test_add_at_along_axis_accumulates_duplicates(rng, dtype):
 
 
 def test_copyto_result_type_shape_ndim_size(rng, dtype):
-    d = da.zeros((2, 3), dtype)
+    d = da.full((2, 3), 0, dtype)
     src = random(rng, (3,), dtype)
     np.copyto(d, da.asdevice(src))
     assert_same(d, np.broadcast_to(src, (2, 3)), "copyto broadcast")
@@ -536,15 +563,15 @@ def test_attributes(rng):
     assert d.flags["C_CONTIGUOUS"] and d.device.shape == x.shape
     assert "GPU" in repr(d) and "(2, 3, 4)" in repr(d) and "float32" in repr(d)
     assert [r.shape for r in d] == [(3, 4), (3, 4)]
-    assert da.is_device(d) and not da.is_device(x)
-    assert da.to_host(x) is x and np.array_equal(da.to_host(d), x)
+    assert is_device(d) and not is_device(x)
+    assert to_host(x) is x and np.array_equal(to_host(d), x)
     assert da.asdevice(d) is d and da.asdevice(d, np.float64).dtype == np.float64
 
 
 def test_scalars_come_back_only_on_request(rng):
     d = da.asdevice(np.array([[2.5]], np.float32))
     assert d.item() == 2.5 and float(d) == 2.5 and int(d) == 2 and bool(d)
-    assert not bool(da.zeros((), bool))
+    assert not bool(da.full((), 0, bool))
     many = da.asdevice(random(rng, (2, 2)))
     assert isinstance(many[1, 1], DeviceArray) and many[1, 1].shape == ()
     with pytest.raises(ValueError, match="size 1"):
@@ -592,9 +619,9 @@ def test_wrapping_and_supported_dtypes():
     with pytest.raises(TypeError, match="float16"):
         da.asdevice(np.zeros(2, np.float16))
     with pytest.raises(TypeError, match="float16"):
-        np.exp(da.zeros(2, bool))        # NumPy would compute in float16
+        np.exp(da.full(2, 0, bool))        # NumPy would compute in float16
     with pytest.raises(ValueError, match="at most 8 dimensions"):
-        da.zeros((1,) * 9)
+        da.full((1,) * 9, 0.0)
 
 
 def test_int_and_bool_arrays(rng):

@@ -31,12 +31,15 @@ import numpy as np
 import pytest
 from numba import cuda
 
-from snnvae import backend
+from snnvae import Tensor, backend
 from snnvae.device import is_device
 from snnvae.kernels.cuda import launch
 from snnvae.kernels.cuda.array import asdevice
+from snnvae.latent.bernoulli import BernoulliPrior
+from snnvae.metrics.operations import count_operations
 from snnvae.models import ANNVAE, ESVAE, FSVAE, ESVAEConfig, FSVAEConfig
 from snnvae.models.ann_vae import ANNVAEConfig
+from snnvae.nn import calibrate_running_statistics
 from snnvae.optim import AdamW
 
 STEPS = 2
@@ -51,9 +54,9 @@ TINY = {
 IMAGES = np.random.default_rng(1).uniform(-1, 1, size=(STEPS, 2, 1, 8, 8))
 
 
-def build(name, device):
+def build(name, device, dtype=np.float64):
     model_cls, config = TINY[name]
-    model = model_cls(config, rng=np.random.default_rng(0), dtype=np.float64)
+    model = model_cls(config, rng=np.random.default_rng(0), dtype=dtype)
     if device == "cuda":
         model.to_device("cuda")
     return model, AdamW(model.parameters(), lr=1e-2, weight_decay=1e-3)
@@ -164,31 +167,89 @@ def assert_resident(model, optimiser, loss):
 
 
 def test_checkpoints_move_between_host_and_device():
-    cpu_model, _ = build("FSVAE", "cpu")
-    gpu_model, _ = build("FSVAE", "cuda")
-    cpu_model.parameters()[0].data[...] += 0.5
+    cpu_model, cpu_optimiser = build("FSVAE", "cpu")
+    gpu_model, gpu_optimiser = build("FSVAE", "cuda")
+    train_step(cpu_model, cpu_optimiser, "cpu", 0)         # Adam moments and tdBN statistics
     gpu_model.load_state_dict(cpu_model.state_dict())
-    assert is_device(gpu_model.parameters()[0].data)
-    np.testing.assert_array_equal(host(gpu_model.parameters()[0].data),
-                                  cpu_model.parameters()[0].data)
+    gpu_optimiser.load_state_dict(cpu_optimiser.state_dict())
+    assert_resident(gpu_model, gpu_optimiser, Tensor(gpu_model.parameters()[0].data))
+    for (key, got), want in zip(gpu_model.state_dict().items(), cpu_model.state_dict().values()):
+        np.testing.assert_array_equal(got, want, err_msg=key)
+    gpu_state, cpu_state = gpu_optimiser.state_dict(), cpu_optimiser.state_dict()
+    assert gpu_state.keys() == cpu_state.keys() and any(".exp_avg" in k for k in cpu_state)
+    for key, want in cpu_state.items():
+        np.testing.assert_array_equal(gpu_state[key], want, err_msg=key)
     gpu_model.to_device("cpu")
     assert gpu_model.device == "cpu"
     assert all(isinstance(p.data, np.ndarray) for p in gpu_model.parameters())
 
 
 def test_eval_returns_host_images_equal_to_the_cpu():
+    """Reconstructions, samples and operation counts of a calibrated model (running statistics
+    from a training batch, so that the tiny network fires and its output depends on the
+    input)."""
+    cpu_model = build("FSVAE", "cpu")[0]
+    calibrate_running_statistics(
+        cpu_model, lambda: cpu_model.training_losses(IMAGES[0], np.random.default_rng(3), 0, 10))
+    gpu_model = build("FSVAE", "cuda")[0]
+    gpu_model.load_state_dict(cpu_model.state_dict())
     results = {}
-    for device in ("cpu", "cuda"):
-        model = build("FSVAE", device)[0].eval()         # initial running statistics
+    for device, model in (("cpu", cpu_model), ("cuda", gpu_model)):
+        model.eval()
         with on_backend(device):
             results[device] = (model.reconstruct(IMAGES[1], np.random.default_rng(5)),
                                model.sample(2, np.random.default_rng(6)))
+            operations = count_operations(model, IMAGES[1], np.random.default_rng(5),
+                                          forward=lambda m, x, r: m.reconstruct(x, r))
+            results[device] += (np.array(list(operations["total"].values())),)
+    reconstruction, samples, _ = results["cpu"]
+    assert np.ptp(reconstruction) > 0.1 and np.ptp(samples) > 0.1, "a silent network"
     for got, want in zip(results["cuda"], results["cpu"]):
         assert isinstance(got, np.ndarray)
         np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
 
 
-def test_moving_to_cuda_needs_a_gpu_or_the_simulator():
-    assert launch.gpu_found()
+@pytest.mark.parametrize("prefix_updates_bn", [True, False])
+def test_scheduled_sampling_of_the_prior_on_the_device(prefix_updates_bn):
+    """The prior's scheduled sampling (steps t >= 5: a no-grad prefix run, a guess from host
+    noise) and its tdBN statistics, with or without the prefix runs' updates."""
+    priors = {}
+    for device in ("cpu", "cuda"):
+        prior = BernoulliPrior(4, 2, rng=np.random.default_rng(0), dtype=np.float64,
+                               prefix_updates_bn=prefix_updates_bn)
+        if device == "cuda":
+            prior.to_device("cuda")
+        priors[device] = prior
+    z = (np.random.default_rng(2).uniform(size=(8, 2, 4)) < 0.4).astype(np.float64)
+    outputs = {}
+    for device, prior in priors.items():
+        with on_backend(device):
+            p = prior(prior.input_tensor(z), scheduled_p=1.0, rng=np.random.default_rng(7))
+            p.sum().backward()
+        outputs[device] = [host(p.data)] + [host(q.grad) for q in prior.parameters()]
+        outputs[device] += list(prior.state_dict().values())
+    for got, want in zip(outputs["cuda"], outputs["cpu"]):
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
+
+
+def test_a_float32_step_stays_in_float32_and_matches_the_cpu():
+    cpu_model, cpu_optimiser = build("FSVAE", "cpu", np.float32)
+    gpu_model, gpu_optimiser = build("FSVAE", "cuda", np.float32)
+    gpu_losses = train_step(gpu_model, gpu_optimiser, "cuda", 0)
+    cpu_losses = train_step(cpu_model, cpu_optimiser, "cpu", 0)
+    assert gpu_losses["loss"].dtype == np.float32
+    assert gpu_losses["loss"].item() == pytest.approx(cpu_losses["loss"].item(), rel=1e-5)
+    for j, (p_gpu, p_cpu) in enumerate(zip(gpu_model.parameters(), cpu_model.parameters())):
+        assert p_gpu.dtype == np.float32 and (p_gpu.grad is None or p_gpu.grad.dtype == np.float32)
+        if p_cpu.grad is not None:
+            np.testing.assert_allclose(host(p_gpu.grad), p_cpu.grad, rtol=2e-3, atol=2e-5,
+                                       err_msg=f"gradient of parameter {j}")
+
+
+def test_moving_to_cuda_without_a_gpu_says_what_to_do(monkeypatch):
+    model = build("FSVAE", "cpu")[0]
     with pytest.raises(ValueError, match="unknown device"):
-        build("FSVAE", "cpu")[0].to_device("gpu")
+        model.to_device("gpu")
+    monkeypatch.setattr(launch, "gpu_found", lambda: False)
+    with pytest.raises(launch.CudaUnavailableError, match="cuda.detect"):
+        model.to_device("cuda")

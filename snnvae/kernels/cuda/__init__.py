@@ -20,7 +20,7 @@ The tensors of a model moved to the GPU (``Module.to_device("cuda")``) are ``Dev
 NumPy duck arrays whose operations run here too:
 
     array.py            DeviceArray (C-contiguous views, indexing, operators), asdevice,
-                        empty/zeros/ones/full, add_at_along_axis
+                        empty/full, add_at_along_axis
     array_ufuncs.py     NumPy ufuncs (np.exp(a), a * b, out=, reductions, matmul)
     array_functions.py  NumPy functions (np.where, np.concatenate, np.transpose, ...)
     elementwise.py      map, binary and where kernels (one thread per element, broadcasting

@@ -18,7 +18,7 @@ so that code written for NumPy arrays, ``np.exp(a)``, ``a * 2.0``, ``a.sum(axis=
 ``a`` is a DeviceArray, and its results stay there. The NumPy functions it answers are listed
 in ``array_functions.py``; any other one raises a TypeError naming it, and so does any NumPy
 call that would read the data into a host array (``np.asarray(a)`` calls ``__array__``):
-data crosses to the host only through ``copy_to_host()``, ``to_host()``, ``item()`` and the
+data crosses to the host only through ``copy_to_host()``, ``item()`` and the
 scalar conversions ``float``, ``int`` and ``bool`` of one element.
 
 Result dtypes follow NumPy 2 (NEP 50): they come from the ufunc's own type resolution
@@ -41,7 +41,7 @@ from . import launch
 from .along_axis import launch_add_at
 from .reduce_axes import MAX, MIN, SUM
 
-_HOST_HINT = ("call .copy_to_host() (or snnvae.kernels.cuda.array.to_host) to bring it to the "
+_HOST_HINT = ("call .copy_to_host() (or snnvae.device.to_host) to bring it to the "
               "host explicitly, or move the tensor to the host first. If a model moved to the "
               "GPU (model.to_device('cuda')) got here, its ops ran on the CPU kernels: select "
               "the GPU kernels with snnvae.backend.set_backend('cuda')")
@@ -129,6 +129,10 @@ class DeviceArray:
     - ``np.asarray(a)``, ``np.array(a)`` and ``np.ascontiguousarray(a)`` raise a TypeError
       rather than copy to the host (NumPy does not dispatch them on ``a``; the last one with
       ``like=a`` returns ``a``).
+    - Writes into such a copy raise a ValueError (``a[:, 1].fill(0)``,
+      ``a[:, 1][...] = 0``, ``np.add(x, 1, out=a[:, 1])``), since they would not reach ``a``;
+      ``a[:, 1] += 1`` works (Python stores the result back through ``a[:, 1] = ...``). Only
+      ``b = a[:, 1]; b += 1`` differs from NumPy without an error: ``a`` does not change.
     - Operands overlapping the output in memory (``a[1:] = a[:-1]``, ``np.add(a[0], a, out=a)``)
       are copied first, as NumPy buffers them; only elementwise-aligned aliasing (``a += b``)
       is computed in place.
@@ -136,6 +140,9 @@ class DeviceArray:
 
     __array_priority__ = 1000
     __hash__ = None
+    # True for the copy a strided selection or a transpose returns where NumPy returns a view:
+    # writes into it (fill, a[...] = v, out=) raise instead of silently missing the original
+    _selection_copy = False
 
     def __init__(self, device_array):
         if not _is_numba_array(device_array):
@@ -269,7 +276,7 @@ class DeviceArray:
             raise NotImplementedError("DeviceArray.reshape: only order='C'")
         if len(shape) == 1 and not isinstance(shape[0], (int, np.integer)):
             shape = tuple(shape[0])
-        return DeviceArray(_view(self._dev, 0, _resolve_shape(shape, self.size)))
+        return self._view_of(_view(self._dev, 0, _resolve_shape(shape, self.size)))
 
     def ravel(self):
         return self.reshape(-1)
@@ -310,11 +317,32 @@ class DeviceArray:
         """The elements at offset + sum_k i_k strides[k] over ``shape``: a view when they are
         one contiguous run of the buffer in row-major order, else a contiguous copy."""
         if math.prod(shape) and _is_contiguous(shape, strides):
-            return DeviceArray(_view(self._dev, offset, shape))
+            return self._view_of(_view(self._dev, offset, shape))
         result = empty(shape, self._dtype)
         ew.launch_map(ew.COPY, self._dtype, shape, result._flat(), 0, ew.c_strides(shape),
                       src=self._flat(), src_offset=offset, src_strides=strides)
+        result._selection_copy = True
         return result
+
+    def _view_of(self, device_array):
+        """A DeviceArray over part of this one's buffer (a selection copy's views are too)."""
+        view = DeviceArray(device_array)
+        view._selection_copy = self._selection_copy
+        return view
+
+    def _check_writable(self, what):
+        """Refuse a write into a selection copy (see the class docstring)."""
+        if self._selection_copy:
+            raise ValueError(
+                f"{what}: this DeviceArray is a copy of a strided selection or a transpose, "
+                f"where NumPy would give a view, so the write would not reach the array it came "
+                f"from. Write through the original instead: a[key] = value, a[key] += value, "
+                f"or compute the result and assign it with a[key] = result")
+
+    def _in_place(self, ufunc, other):
+        """``self op= other``: in place, or, for a selection copy, a new array (Python then
+        stores it back where it came from: ``a[:, 1] += 1`` works)."""
+        return _dunder(ufunc, self, other, out=None if self._selection_copy else self)
 
     # ---- copies and casts ----------------------------------------------------------------------
 
@@ -334,6 +362,7 @@ class DeviceArray:
 
     def fill(self, value):
         """Set every element to the scalar ``value``, in place."""
+        self._check_writable("fill")
         ew.launch_map(ew.COPY, self._dtype, self._shape, self._flat(), 0,
                       ew.c_strides(self._shape), scalar=_host_scalar(value))
 
@@ -373,6 +402,7 @@ class DeviceArray:
     def __setitem__(self, key, value):
         """Write a scalar, a DeviceArray or a host array (copied over), broadcast to the
         selection and cast to this array's dtype, into the selected elements."""
+        self._check_writable("a[...] = value")
         offset, shape, strides = _index_plan(self._shape, key)
         if math.prod(shape) == 0:
             return
@@ -404,7 +434,7 @@ class DeviceArray:
         return _dunder(np.add, other, self)
 
     def __iadd__(self, other):
-        return _dunder(np.add, self, other, out=self)
+        return self._in_place(np.add, other)
 
     def __sub__(self, other):
         return _dunder(np.subtract, self, other)
@@ -413,7 +443,7 @@ class DeviceArray:
         return _dunder(np.subtract, other, self)
 
     def __isub__(self, other):
-        return _dunder(np.subtract, self, other, out=self)
+        return self._in_place(np.subtract, other)
 
     def __mul__(self, other):
         return _dunder(np.multiply, self, other)
@@ -422,7 +452,7 @@ class DeviceArray:
         return _dunder(np.multiply, other, self)
 
     def __imul__(self, other):
-        return _dunder(np.multiply, self, other, out=self)
+        return self._in_place(np.multiply, other)
 
     def __truediv__(self, other):
         return _dunder(np.true_divide, self, other)
@@ -431,10 +461,11 @@ class DeviceArray:
         return _dunder(np.true_divide, other, self)
 
     def __itruediv__(self, other):
-        return _dunder(np.true_divide, self, other, out=self)
+        return self._in_place(np.true_divide, other)
 
     def __pow__(self, other):
-        if self._dtype.kind == "f" and _is_scalar(other) and other == 2:
+        # a Python 2 or 2.0 keeps the dtype; a NumPy scalar may promote (np.power decides)
+        if self._dtype.kind == "f" and type(other) in (int, float) and other == 2:
             return np.square(self)
         return _dunder(np.power, self, other)
 
@@ -495,16 +526,6 @@ class DeviceArray:
 # --------------------------------------------------------------------------------------------
 
 
-def is_device(a) -> bool:
-    """True for a DeviceArray."""
-    return isinstance(a, DeviceArray)
-
-
-def to_host(a):
-    """A DeviceArray's data as a NumPy array; anything else is returned unchanged."""
-    return a.copy_to_host() if isinstance(a, DeviceArray) else a
-
-
 def asdevice(a, dtype=None):
     """``a`` as a DeviceArray: a DeviceArray passes through (cast when ``dtype`` differs), a
     numba device array is wrapped (copied when it is not contiguous), host data (an array,
@@ -543,14 +564,6 @@ def full(shape, value, dtype=None):
     return result
 
 
-def zeros(shape, dtype=np.float64):
-    return full(shape, 0, dtype)
-
-
-def ones(shape, dtype=np.float64):
-    return full(shape, 1, dtype)
-
-
 def add_at_along_axis(target, index, values, axis):
     """In place: target[..., index[..., i, ...], ...] += values[..., i, ...] along ``axis``, the
     adjoint of ``np.take_along_axis`` (repeated indices accumulate, in order of i, without
@@ -561,6 +574,7 @@ def add_at_along_axis(target, index, values, axis):
     if not isinstance(target, DeviceArray):
         raise TypeError(f"add_at_along_axis: target must be a DeviceArray, got "
                         f"{type(target).__name__}")
+    target._check_writable("add_at_along_axis")
     axis = normalize_axis_index(axis, target.ndim)
     index = _index_array(index, target.shape[axis], axis)
     if index.ndim != target.ndim or any(
@@ -719,6 +733,7 @@ def _output(out, shape, dtype, name, broadcast=True):
         return empty(shape, _check_dtype(dtype))
     if not isinstance(out, DeviceArray):
         raise TypeError(f"np.{name}: out must be a DeviceArray, got {type(out).__name__}")
+    out._check_writable(f"np.{name}(..., out=)")
     full_shape = _broadcast_shape(shape, out.shape, strict=False) if broadcast else shape
     if full_shape != out.shape:
         raise ValueError(f"np.{name}: non-broadcastable output operand with shape "

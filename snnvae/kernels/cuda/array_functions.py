@@ -118,9 +118,11 @@ def _array(a, dtype=None, *, copy=True, order="K", subok=False, ndmin=0):
     """``np.array(a, like=d)``: a copy of ``a`` on the device (``copy=False`` or None: no copy
     of a DeviceArray of that dtype)."""
     result = asdevice(a, dtype)
+    if copy and result is a:
+        result = result.copy()
     if ndmin > result.ndim:
         result = result.reshape((1,) * (ndmin - result.ndim) + result.shape)
-    return result.copy() if copy and result is a else result
+    return result
 
 
 # ---- shape -------------------------------------------------------------------------------------
