@@ -92,24 +92,40 @@ def reach_table(size, k, stride, pad, out, transposed):
 def scatter_image(x, taps, reach_h, reach_w, Wo, acc):
     """Add the events of one image x (C_in, H, W) into acc (Ho * Wo, C_out), channels last:
     acc[i * Wo + j, :] += x[c, h, u] taps[c, p, q, :] for every nonzero x[c, h, u] and tap
-    (p, q) that reaches (i, j) = (reach_h[h, p], reach_w[u, q])."""
+    (p, q) that reaches (i, j) = (reach_h[h, p], reach_w[u, q]).
+
+    Pixel by pixel: the nonzero channels of input pixel (h, u) are listed first, then each
+    tap's output row acc[r] takes all of them in turn, so the (at most kh * kw) rows a pixel
+    touches stay in the L1 cache while they are added to. Walking channel by channel instead
+    (every pixel of channel 0, then of channel 1, ...) touched the whole accumulator, 128 KB
+    for a 32 x 32 x 32 output, once per channel, and was 1.3-1.5x slower."""
     C_in, H, W = x.shape
     _, kh, kw, C_out = taps.shape
-    for c in range(C_in):
-        for h in range(H):
-            for u in range(W):
+    channels = np.empty(C_in, dtype=np.int64)
+    values = np.empty(C_in, dtype=x.dtype)
+    for h in range(H):
+        for u in range(W):
+            active = 0
+            for c in range(C_in):
                 value = x[c, h, u]
-                if value == 0:
+                if value != 0:
+                    channels[active] = c
+                    values[active] = value
+                    active += 1
+            if active == 0:
+                continue
+            for p in range(kh):
+                i = reach_h[h, p]
+                if i < 0:
                     continue
-                for p in range(kh):
-                    i = reach_h[h, p]
-                    if i < 0:
+                for q in range(kw):
+                    j = reach_w[u, q]
+                    if j < 0:
                         continue
-                    for q in range(kw):
-                        j = reach_w[u, q]
-                        if j < 0:
-                            continue
-                        r = i * Wo + j
+                    r = i * Wo + j
+                    for e in range(active):
+                        c = channels[e]
+                        value = values[e]
                         # indexed inline (no slice views per event): Numba vectorises it
                         if value == 1:
                             for o in range(C_out):
@@ -129,13 +145,15 @@ def fill_rows(acc, init):
 
 @njit(**_JIT)
 def store_channels_first(acc, y):
-    """y (C_out, L) = acc (L, C_out) transposed, in blocks of 16 rows of acc."""
+    """y (C_out, L) = acc (L, C_out) transposed: row by row of y, so that the writes, which go
+    to memory (y is the layer's output), are long contiguous runs, and the strided reads hit
+    acc, which is in cache. Blocks of 16 rows of acc (all C_out channels of 16 pixels, then
+    the next 16) wrote 64-byte pieces of C_out rows in turn and took 2.4x as long on FSVAE's
+    last block (36 against 15 ms for 1024 images of 32 x 32 x 32)."""
     L, C_out = acc.shape
-    for r0 in range(0, L, 16):
-        r1 = min(r0 + 16, L)
-        for o in range(C_out):
-            for r in range(r0, r1):
-                y[o, r] = acc[r, o]
+    for o in range(C_out):
+        for r in range(L):
+            y[o, r] = acc[r, o]
 
 
 @njit(parallel=True, **_JIT)
