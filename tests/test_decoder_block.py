@@ -183,3 +183,82 @@ def test_fsvae_reconstruct_is_forward_without_the_prior():
     assert rng_a.random() == rng_b.random()      # the same draws were taken
     other = model.reconstruct(images, np.random.default_rng(10))
     assert not np.array_equal(other, got)        # the picks (the latent) shape the output
+
+
+# --------------------------------------------------------------------------------------------
+# The block summed over time for the read-out (conv_transpose2d_tdbn_lif_membrane_eval)
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def summing_calls(monkeypatch):
+    """Counts the calls of the CPU pass that sums the spikes as it makes them."""
+    calls = []
+    original = scatter_block.conv_transpose2d_tdbn_lif_membrane_eval
+
+    def counted(*args):
+        calls.append(args[0].shape)
+        return original(*args)
+    monkeypatch.setattr(scatter_block, "conv_transpose2d_tdbn_lif_membrane_eval", counted)
+    return calls
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("smooth", [False, True], ids=["spike", "smooth"])
+@pytest.mark.parametrize("case", list(CASES))
+def test_spikes_summed_in_the_pass_equal_the_membrane_output_of_the_spikes(dtype, smooth, case,
+                                                                          summing_calls):
+    args = _block_inputs(np.random.default_rng(11), case, dtype)
+    got = cpu.conv_transpose2d_tdbn_lif_membrane_eval(*args, *LIF, smooth, 0.8)
+    assert summing_calls, "the sparse input with a sample per thread should take the one pass"
+    spikes = cpu.conv_transpose2d_tdbn_lif_forward_eval(*args, *LIF, smooth)
+    want = cpu.membrane_forward(spikes.reshape(len(spikes), -1), 0.8).reshape(spikes.shape[1:])
+    assert got.dtype == dtype and got.shape == spikes.shape[1:]
+    tol = dict(rtol=1e-6, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(got, want, **tol)
+    if dtype == np.float64:
+        reference = numpy_ref.conv_transpose2d_tdbn_lif_membrane_eval(*args, *LIF, smooth, 0.8)
+        np.testing.assert_allclose(got, reference, rtol=1e-10, atol=1e-12)
+    assert np.ptp(got) > 0.1
+
+
+def test_summing_without_the_one_pass_gives_the_same(summing_calls):
+    if numba.get_num_threads() == 1:
+        pytest.skip("one Numba thread: every batch has a sample per thread")
+    args = _block_inputs(np.random.default_rng(12), "s2-decoder", np.float64, N=1)
+    got = cpu.conv_transpose2d_tdbn_lif_membrane_eval(*args, *LIF, False, 0.8)
+    assert not summing_calls
+    want = numpy_ref.conv_transpose2d_tdbn_lif_membrane_eval(*args, *LIF, False, 0.8)
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+
+
+def _calibrated(model_cls, config, images):
+    model = model_cls(config, rng=np.random.default_rng(7), dtype=np.float64)
+    nn.calibrate_running_statistics(model, lambda: model(images, rng=np.random.default_rng(1)))
+    return model.eval()
+
+
+@pytest.mark.parametrize("name", ["FSVAE", "ESVAE"])
+def test_the_read_out_in_one_pass_equals_the_modules_one_by_one(name, monkeypatch):
+    from snnvae.models import ESVAE, FSVAE, ESVAEConfig, FSVAEConfig
+    from snnvae.models.skeleton import SpikingVAESkeleton
+    model_cls, config_cls = {"FSVAE": (FSVAE, FSVAEConfig), "ESVAE": (ESVAE, ESVAEConfig)}[name]
+    config = config_cls(hidden_channels=(8, 8), latent_dim=6, timesteps=4, input_size=8)
+    images = np.random.default_rng(8).uniform(-1, 1, (BATCH, 1, 8, 8))
+    model = _calibrated(model_cls, config, images)
+    summing_calls = []
+    original = cpu.conv_transpose2d_tdbn_lif_membrane_eval
+    monkeypatch.setattr(cpu, "conv_transpose2d_tdbn_lif_membrane_eval",
+                        lambda *args: summing_calls.append(1) or original(*args))
+    got = (model.reconstruct(images, np.random.default_rng(9)),
+           model.sample(BATCH, np.random.default_rng(10)))
+    assert len(summing_calls) == 2, "reconstruct and sample should read out in one pass"
+    with nn.monitor_firing_rates(model) as rates:          # monitored: the modules one by one
+        model.reconstruct(images, np.random.default_rng(9))
+    assert len(summing_calls) == 2 and rates["final_layer.0"]
+    monkeypatch.setattr(SpikingVAESkeleton, "_read_out_in_one_pass", lambda self, h: None)
+    want = (model.reconstruct(images, np.random.default_rng(9)),
+            model.sample(BATCH, np.random.default_rng(10)))
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-12)
+        assert np.ptp(w) > 0.1

@@ -6,7 +6,7 @@ from .linear import linear
 from .conv import conv2d, conv_transpose2d
 from .batchnorm import batch_norm, td_batch_norm
 from .tdbn_lif import td_batch_norm_lif
-from .decoder_block import conv_transpose2d_tdbn_lif_eval
+from .decoder_block import conv_transpose2d_tdbn_lif_eval, conv_transpose2d_tdbn_lif_membrane_eval
 from .lif import (LIFParams, current_spike_mode, lif, lif_step, lif_unrolled, smooth_spike,
                   spike_mode)
 from .temporal import membrane_output, psp

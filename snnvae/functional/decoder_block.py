@@ -26,9 +26,40 @@ def conv_transpose2d_tdbn_lif_eval(x, weight, bias, gamma, beta, running_mean, r
                                    lif_params: LIFParams = LIFParams(), smooth=False, eps=1e-5):
     """Spikes (T, N, C_out, Ho, Wo) of the eval-mode block on x (T, N, C_in, H, W); weight
     (C_in, C_out, k, k), bias, gamma, beta and the running statistics (C_out,)."""
+    arrays = _checked("conv_transpose2d_tdbn_lif_eval", x, weight, bias, gamma, beta,
+                      running_mean, running_var, output_padding, stride)
+    return Tensor(backend.kernels().conv_transpose2d_tdbn_lif_forward_eval(
+        *_kernel_arguments(arrays, stride, padding, output_padding, scale, lif_params, smooth,
+                           eps)))
+
+
+def conv_transpose2d_tdbn_lif_membrane_eval(x, weight, bias, gamma, beta, running_mean,
+                                            running_var, *, decay, stride=1, padding=0,
+                                            output_padding=0, scale=0.2,
+                                            lif_params: LIFParams = LIFParams(), smooth=False,
+                                            eps=1e-5):
+    """The block's spikes o summed over time as the membrane output sums:
+    sum_t decay^(T-1-t) o_t (N, C_out, Ho, Wo). A linear read-out layer R (a convolution with
+    bias b) followed by the membrane output then needs only this sum:
+
+        sum_t decay^(T-1-t) (R o_t + b) = R(sum_t decay^(T-1-t) o_t) + b sum_t decay^(T-1-t)
+
+    so the spikes, T times larger, are never stored (the CPU backend sums them in the pass that
+    makes them). The same values as ``membrane_output(conv_transpose2d_tdbn_lif_eval(...))``
+    up to the order of the additions."""
+    arrays = _checked("conv_transpose2d_tdbn_lif_membrane_eval", x, weight, bias, gamma, beta,
+                      running_mean, running_var, output_padding, stride)
+    return Tensor(backend.kernels().conv_transpose2d_tdbn_lif_membrane_eval(
+        *_kernel_arguments(arrays, stride, padding, output_padding, scale, lif_params, smooth,
+                           eps), float(decay)))
+
+
+def _checked(op, x, weight, bias, gamma, beta, running_mean, running_var, output_padding,
+             stride):
+    """The arrays of the block's arguments, after checking that nothing needs a gradient and
+    that the shapes and dtypes fit."""
     x, weight, gamma, beta = as_tensor(x), as_tensor(weight), as_tensor(gamma), as_tensor(beta)
     bias = None if bias is None else as_tensor(bias)
-    op = "conv_transpose2d_tdbn_lif_eval"
     running_mean, running_var = as_tensor(running_mean).data, as_tensor(running_var).data
     if records_graph(x, weight, bias, gamma, beta):
         raise RuntimeError(f"{op} has no backward: call it under snnvae.autograd.no_grad(), or "
@@ -44,9 +75,12 @@ def conv_transpose2d_tdbn_lif_eval(x, weight, bias, gamma, beta, running_mean, r
                          f"tdBN's values must have shape ({C},); got {shapes}")
     check_same_dtype(op, gamma=gamma.data, beta=beta.data, weight=weight.data,
                      running_mean=running_mean, running_var=running_var)
+    return (x.data, weight.data, None if bias is None else bias.data, gamma.data, beta.data,
+            running_mean, running_var)
+
+
+def _kernel_arguments(arrays, stride, padding, output_padding, scale, lif_params, smooth, eps):
+    x, w, b, gamma, beta, running_mean, running_var = arrays
     p = lif_params
-    o = backend.kernels().conv_transpose2d_tdbn_lif_forward_eval(
-        x.data, weight.data, None if bias is None else bias.data, int(stride), int(padding),
-        int(output_padding), gamma.data, beta.data, float(scale), running_mean, running_var,
-        eps, p.vth, p.tau, p.aa, p.window_center, bool(smooth))
-    return Tensor(o)
+    return (x, w, b, int(stride), int(padding), int(output_padding), gamma, beta, float(scale),
+            running_mean, running_var, eps, p.vth, p.tau, p.aa, p.window_center, bool(smooth))

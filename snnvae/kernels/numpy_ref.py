@@ -299,6 +299,19 @@ def conv_transpose2d_tdbn_lif_forward_eval(x, w, b, stride, padding, output_padd
                               running_var, eps, vth, tau, aa, center, smooth)
 
 
+def conv_transpose2d_tdbn_lif_membrane_eval(x, w, b, stride, padding, output_padding, gamma,
+                                            beta, scale, running_mean, running_var, eps, vth,
+                                            tau, aa, center, smooth, decay):
+    """The decoder block's spikes o (T, N, C_out, Ho, Wo) in eval mode, summed over time as the
+    membrane output does: sum_t decay^(T-1-t) o_t (N, C_out, Ho, Wo). A linear read-out
+    layer followed by the membrane output equals the read-out of this sum (its bias times
+    sum_t decay^(T-1-t)), so the spikes need not be stored (backends may fuse it)."""
+    o = conv_transpose2d_tdbn_lif_forward_eval(x, w, b, stride, padding, output_padding, gamma,
+                                               beta, scale, running_mean, running_var, eps, vth,
+                                               tau, aa, center, smooth)
+    return membrane_forward(o, decay)
+
+
 def tdbn_lif_backward(go, x, mean, invstd, gamma, beta, scale, vth, tau, aa, center, smooth,
                       detach_reset, batch_stats):
     """BPTT through the LIF (``lif_backward``), then through tdBN: with batch statistics

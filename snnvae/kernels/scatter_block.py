@@ -16,7 +16,9 @@ walks time; at step t it
    The per-channel constants come tiled to that layout (mean[r * C_out + c] = mean_c), so the
    step is one long loop that vectorises; a call per pixel (32 channels) ran 1.6x slower.
 
-3. transposes the spikes s_t into o[t, n] (C_out, Ho, Wo).
+3. transposes the spikes s_t into o[t, n] (C_out, Ho, Wo), or, for the read-out
+   (``conv_transpose2d_tdbn_lif_membrane_eval``), adds coef_t s_t to a channels-last sum
+   that is transposed into the output once, after the last step.
 
 acc and the two buffers each of u and s that steps use in turn (Ho*Wo*C_out values each, 128
 KB for the 32 x 32 x 32 block in float32) stay in cache from step to step. The values are those
@@ -39,26 +41,54 @@ _JIT = dict(cache=True, nogil=True)
 
 
 @njit(parallel=True, **_JIT)
-def _block_forward(x, taps, init, reach_h, reach_w, mean, invstd, gain, beta, o, vth, tau, width,
-                   center, half, one, zero, smooth):
-    """x (T, N, C_in, H, W) -> o (T, N, C_out, Ho, Wo); the tdBN constants tiled to the
-    channels-last layout (Ho*Wo*C_out,)."""
+def _block_forward(x, taps, init, reach_h, reach_w, mean, invstd, gain, beta, Ho, Wo, o, coef,
+                   summed, vth, tau, width, center, half, one, zero, smooth):
+    """x (T, N, C_in, H, W) -> o (T, N, C_out, Ho, Wo), or, when ``coef`` (T,) has values,
+    summed (N, C_out, Ho, Wo) = sum_t coef[t] o_t instead (o is then not written: pass an
+    empty one). The tdBN constants come tiled to the channels-last layout (Ho*Wo*C_out,)."""
     T, N = x.shape[0], x.shape[1]
     C_out = taps.shape[3]
-    L = o.shape[3] * o.shape[4]
+    L = Ho * Wo
     J = L * C_out                                        # neurons of one sample
+    membrane = coef.size > 0
     for n in prange(N):
-        acc = np.empty((L, C_out), dtype=o.dtype)
-        u = np.zeros((2, L, C_out), dtype=o.dtype)      # used in turn: step t reads t % 2
-        s = np.zeros((2, L, C_out), dtype=o.dtype)
+        acc = np.empty((L, C_out), dtype=x.dtype)
+        u = np.zeros((2, L, C_out), dtype=x.dtype)      # used in turn: step t reads t % 2
+        s = np.zeros((2, L, C_out), dtype=x.dtype)
+        total = np.zeros(J if membrane else 0, dtype=x.dtype)
         for t in range(T):
             fill_rows(acc, init)
-            scatter_image(x[t, n], taps, reach_h, reach_w, o.shape[4], acc)
+            scatter_image(x[t, n], taps, reach_h, reach_w, Wo, acc)
             now, nxt = t % 2, (t + 1) % 2
+            spikes = s[nxt].reshape(J)
             bn_lif_step(acc.reshape(J), mean, invstd, gain, beta, u[now].reshape(J),
-                        s[now].reshape(J), u[nxt].reshape(J), s[nxt].reshape(J), vth, tau, width,
+                        s[now].reshape(J), u[nxt].reshape(J), spikes, vth, tau, width,
                         center, half, one, zero, smooth)
-            store_channels_first(s[nxt], o[t, n].reshape(C_out, L))
+            if membrane:
+                for k in range(J):
+                    total[k] += coef[t] * spikes[k]
+            else:
+                store_channels_first(s[nxt], o[t, n].reshape(C_out, L))
+        if membrane:
+            store_channels_first(total.reshape(L, C_out), summed[n].reshape(C_out, L))
+
+
+def _run(x, w, b, stride, padding, output_padding, mean, invstd, gain, beta, lif_constants,
+         smooth, coef):
+    """The block on x, its spikes stored (coef empty) or summed over time with ``coef``."""
+    dtype = x.dtype
+    T, N = x.shape[:2]
+    taps, reaches, (Ho, Wo) = transposed_plan(x.shape, w, dtype, stride, padding, output_padding)
+    C_out = w.shape[1]
+    if coef.size:
+        o, summed = np.empty((0, 0, 0, 0, 0), dtype), np.empty((N, C_out, Ho, Wo), dtype)
+    else:
+        o, summed = np.empty((T, N, C_out, Ho, Wo), dtype), np.empty((0, 0, 0, 0), dtype)
+    L = Ho * Wo
+    _block_forward(np.ascontiguousarray(x), taps, bias_init(b, C_out, dtype), *reaches,
+                   np.tile(mean, L), np.tile(invstd, L), np.tile(gain, L), np.tile(beta, L),
+                   Ho, Wo, o, coef.astype(dtype), summed, *lif_constants, smooth)
+    return summed if coef.size else o
 
 
 def conv_transpose2d_tdbn_lif_eval(x, w, b, stride, padding, output_padding, mean, invstd, gain,
@@ -66,11 +96,15 @@ def conv_transpose2d_tdbn_lif_eval(x, w, b, stride, padding, output_padding, mea
     """x (T, N, C_in, H, W) mostly 0, w (C_in, C_out, kh, kw), b (C_out,) or None; mean, invstd,
     gain = scale gamma, beta (C_out,) in x's dtype; lif_constants (vth, tau, width, center, 1/2,
     1, 0) in x's dtype -> spikes o (T, N, C_out, Ho, Wo)."""
-    dtype = x.dtype
-    taps, reaches, (Ho, Wo) = transposed_plan(x.shape, w, dtype, stride, padding, output_padding)
-    o = np.empty((*x.shape[:2], w.shape[1], Ho, Wo), dtype=dtype)
-    L = Ho * Wo
-    _block_forward(np.ascontiguousarray(x), taps, bias_init(b, w.shape[1], dtype), *reaches,
-                   np.tile(mean, L), np.tile(invstd, L), np.tile(gain, L), np.tile(beta, L), o,
-                   *lif_constants, smooth)
-    return o
+    return _run(x, w, b, stride, padding, output_padding, mean, invstd, gain, beta,
+                lif_constants, smooth, np.empty(0, x.dtype))
+
+
+def conv_transpose2d_tdbn_lif_membrane_eval(x, w, b, stride, padding, output_padding, mean,
+                                            invstd, gain, beta, lif_constants, smooth, coef):
+    """As ``conv_transpose2d_tdbn_lif_eval``, but the spikes summed over time with the
+    membrane output's coefficients coef (T,) -> (N, C_out, Ho, Wo). The sum accumulates in
+    the channels-last layout beside the neurons, step by step; the spikes, T times larger
+    than the sum, are never written out."""
+    return _run(x, w, b, stride, padding, output_padding, mean, invstd, gain, beta,
+                lif_constants, smooth, coef)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import functional as F
-from ..autograd import Tensor, as_tensor, no_grad
+from ..autograd import Tensor, as_tensor, no_grad, records_graph
 from ..device import to_host
 from ..nn import (ConvTranspose2d, MembraneOutput, Module, Reshape, Sequential, SpikingConv2d,
                   SpikingConvTranspose2d, SpikingLinear)
@@ -92,9 +92,38 @@ class SpikingVAESkeleton(Module):
 
     def decode(self, z):
         """z (T, N, latent_dim) spikes -> images (N, C_in, S, S) in [-1, 1]."""
-        h = self.unflatten(self.decoder_input(as_tensor(z)))
-        h = self.final_layer(self.decoder(h))
-        return F.tanh(self.membrane_output_layer(h))
+        h = self.decoder(self.unflatten(self.decoder_input(as_tensor(z))))
+        read_out = self._read_out_in_one_pass(h)
+        if read_out is None:
+            read_out = self.membrane_output_layer(self.final_layer(h))
+        return F.tanh(read_out)
+
+    def _read_out_in_one_pass(self, h):
+        """final_layer, then the membrane output, on h (T, N, C, S/2, S/2) without storing the
+        last block's spikes s (T times the size of the result), in eval mode: the membrane
+        output is a weighted sum over time and the read-out layer R (a transposed convolution
+        with bias b) is linear, so
+
+            sum_t d^(T-1-t) (R s_t + b) = R(sum_t d^(T-1-t) s_t) + b sum_t d^(T-1-t)
+
+        and the block sums its spikes as it makes them (``summed_over_time``); R then runs on
+        N images instead of T*N. None (run the modules one by one) in training, with a graph
+        to record, while firing rates are monitored, or while a module's forward is
+        instrumented (operation counts and timers wrap it)."""
+        block, layer = self.final_layer[0], self.final_layer[1]
+        modules = (self.final_layer, block, layer, self.membrane_output_layer)
+        if (not block.runs_as_one_eval_op(h) or block.firing_rates is not None
+                or any("forward" in vars(m) for m in modules)
+                or records_graph(h, *layer.parameters())):
+            return None
+        decay = self.membrane_output_layer.decay
+        summed = block.summed_over_time(h, decay)
+        bias = layer.bias
+        if bias is not None:
+            bias = bias.data * float(sum(decay ** k for k in range(h.shape[0])))
+        y = F.conv_transpose2d(F.reshape(summed, (1, *summed.shape)), layer.weight, bias,
+                               layer.stride, layer.padding, layer.output_padding)
+        return F.reshape(y, y.shape[1:])
 
     # --- the training-loop protocol shared by FSVAE and ESVAE (see snnvae.train) ------------
     # A subclass's forward(images, rng=...) returns an output with .reconstruction, and its

@@ -99,17 +99,36 @@ class SpikingConvTranspose2d(_SpikingMixin, ConvTranspose2d):
         """In eval mode with nothing to differentiate, the whole block is one operation
         (``F.conv_transpose2d_tdbn_lif_eval``: the same spikes, without storing the transposed
         convolution's output); otherwise the layer, then tdBN -> LIF."""
-        if (not self._fuses_bn_lif() or self.bn.training or x.ndim != 5
-                or records_graph(x, *self.parameters())):
+        if not self.runs_as_one_eval_op(x):
             return super().forward(x)
-        bn = self.bn
-        y = F.conv_transpose2d_tdbn_lif_eval(
-            x, self.weight, self.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var,
-            stride=self.stride, padding=self.padding, output_padding=self.output_padding,
-            scale=bn.scale, lif_params=self.spike.params,
-            smooth=F.current_spike_mode() == "smooth", eps=bn.eps)
+        y = F.conv_transpose2d_tdbn_lif_eval(x, **self._eval_op_arguments())
         self._record_rate(y.data)
         return y
+
+    def runs_as_one_eval_op(self, x):
+        """Whether ``forward(x)`` is the one eval-mode operation: tdBN and LIF fused, tdBN in
+        eval mode, a time-first input, and no gradient to record."""
+        return (self._fuses_bn_lif() and not self.bn.training and x.ndim == 5
+                and not records_graph(x, *self.parameters()))
+
+    def summed_over_time(self, x, decay):
+        """sum_t decay^(T-1-t) forward(x)_t (N, C_out, Ho, Wo) as one operation, which never
+        stores the spikes (``F.conv_transpose2d_tdbn_lif_membrane_eval``), for a read-out
+        that sums them so. Only where ``runs_as_one_eval_op(x)``; no firing rate is recorded."""
+        if not self.runs_as_one_eval_op(x):
+            raise RuntimeError("summed_over_time runs the eval-mode block only (see "
+                               "runs_as_one_eval_op); call forward and sum the spikes")
+        return F.conv_transpose2d_tdbn_lif_membrane_eval(x, decay=decay,
+                                                         **self._eval_op_arguments())
+
+    def _eval_op_arguments(self):
+        bn = self.bn
+        return dict(weight=self.weight, bias=self.bias, gamma=bn.weight, beta=bn.bias,
+                    running_mean=bn.running_mean, running_var=bn.running_var,
+                    stride=self.stride, padding=self.padding,
+                    output_padding=self.output_padding, scale=bn.scale,
+                    lif_params=self.spike.params, smooth=F.current_spike_mode() == "smooth",
+                    eps=bn.eps)
 
 
 _fusion = [True]

@@ -43,3 +43,14 @@ def test_device_inputs_give_device_spikes(rng):
                                                         *LIF, False)
     assert launch.is_device_array(got)
     assert_matches(got, want, "spikes")
+
+
+@pytest.mark.parametrize("on_device", [False, True], ids=["host", "device"])
+def test_block_summed_over_time_matches_the_cpu(rng, on_device):
+    x, w, b, bn = _inputs(rng, True)
+    want = cpu.conv_transpose2d_tdbn_lif_membrane_eval(x, w, b, 2, 1, 1, *bn, *LIF, False, 0.8)
+    got = blocks.conv_transpose2d_tdbn_lif_membrane_eval(
+        launch.to_device(x) if on_device else x, w, b, 2, 1, 1, *bn, *LIF, False, 0.8)
+    assert launch.is_device_array(got) == on_device
+    assert_matches(got, want, "spikes summed over time")
+    assert np.ptp(want) > 0

@@ -11,7 +11,8 @@ the device, nothing is copied). The tests run them all in the CUDA simulator
     conv.py       linear, conv2d, conv_transpose2d (implicit GEMMs: no patch matrix)
     reduce.py     per-channel sums: one block per channel, a shared-memory tree, float64
     batchnorm.py  tdBN and the fused tdBN -> LIF
-    blocks.py     a decoder block in eval mode (transposed conv, then tdBN -> LIF)
+    blocks.py     a decoder block in eval mode (transposed conv, then tdBN -> LIF), and
+                  summed over time for the read-out
     neuron.py     LIF (one thread per neuron walking time), PSP, membrane output
     spikes.py     spikes kept for backward as bytes, one thread per value
     optim.py      the Adam(W) update, one thread per parameter
@@ -32,7 +33,8 @@ from ..numpy_ref import conv_out_size, conv_transpose_out_size  # noqa: F401
 from .batchnorm import (tdbn_backward_eval, tdbn_backward_train, tdbn_forward_eval,  # noqa: F401
                         tdbn_forward_train, tdbn_lif_backward, tdbn_lif_forward_eval,
                         tdbn_lif_forward_train)
-from .blocks import conv_transpose2d_tdbn_lif_forward_eval  # noqa: F401
+from .blocks import (conv_transpose2d_tdbn_lif_forward_eval,  # noqa: F401
+                     conv_transpose2d_tdbn_lif_membrane_eval)
 from .conv import (conv2d_backward, conv2d_forward, conv_transpose2d_backward,  # noqa: F401
                    conv_transpose2d_forward, linear_backward, linear_forward)
 from .neuron import (lif_backward, lif_forward, lif_step, membrane_backward,  # noqa: F401
