@@ -262,3 +262,21 @@ def test_the_read_out_in_one_pass_equals_the_modules_one_by_one(name, monkeypatc
     for g, w in zip(got, want):
         np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-12)
         assert np.ptp(w) > 0.1
+
+
+def test_a_read_out_that_is_not_block_conv_membrane_runs_its_modules(monkeypatch):
+    from snnvae.models import FSVAE, FSVAEConfig
+    config = FSVAEConfig(hidden_channels=(8, 8), latent_dim=6, timesteps=4, input_size=8)
+    images = np.random.default_rng(8).uniform(-1, 1, (BATCH, 1, 8, 8))
+    model = _calibrated(FSVAE, config, images)
+    block, layer = model.final_layer[0], model.final_layer[1]
+    model.final_layer = nn.Sequential(block, layer, nn.Tanh())     # no longer linear
+    summing_calls = []
+    original = cpu.conv_transpose2d_tdbn_lif_membrane_eval
+    monkeypatch.setattr(cpu, "conv_transpose2d_tdbn_lif_membrane_eval",
+                        lambda *args: summing_calls.append(1) or original(*args))
+    got = model.sample(BATCH, np.random.default_rng(10))
+    assert not summing_calls
+    from snnvae.models.skeleton import SpikingVAESkeleton
+    monkeypatch.setattr(SpikingVAESkeleton, "_read_out_in_one_pass", lambda self, h: None)
+    np.testing.assert_array_equal(got, model.sample(BATCH, np.random.default_rng(10)))

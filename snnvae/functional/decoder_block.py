@@ -44,8 +44,9 @@ def conv_transpose2d_tdbn_lif_membrane_eval(x, weight, bias, gamma, beta, runnin
 
         sum_t decay^(T-1-t) (R o_t + b) = R(sum_t decay^(T-1-t) o_t) + b sum_t decay^(T-1-t)
 
-    so the spikes, T times larger, are never stored (the CPU backend sums them in the pass that
-    makes them). The same values as ``membrane_output(conv_transpose2d_tdbn_lif_eval(...))``
+    so the spikes, T times larger, need not be stored: the CPU backend sums them in the pass
+    that makes them, where that pass runs (other backends and routes make the spikes, then sum
+    them). The same values as ``membrane_output(conv_transpose2d_tdbn_lif_eval(...))``
     up to the order of the additions."""
     arrays = _checked("conv_transpose2d_tdbn_lif_membrane_eval", x, weight, bias, gamma, beta,
                       running_mean, running_var, output_padding, stride)

@@ -649,42 +649,41 @@ def conv_transpose2d_tdbn_lif_forward_eval(x, w, b, stride, padding, output_padd
                                            center, smooth):
     """One pass (``scatter_block``) where the input is sparse and there is a sample per thread;
     else the two kernels. The same values either way."""
-    if _block_in_one_pass(x, w):
-        dt = x.dtype
-        return scatter_block.conv_transpose2d_tdbn_lif_eval(
-            x, w, b, stride, padding, output_padding, running_mean.astype(dt),
-            _inverse_std(running_var, eps, dt), (scale * gamma).astype(dt), beta.astype(dt),
-            _lif_constants(dt, vth, tau, aa, center), smooth)
-    sparse = _scatter_wins(x, w)
-    conv = scatter.conv_transpose2d_forward if sparse else _conv_transpose2d_dense
-    return compose_block_eval(conv, tdbn_lif_forward_eval, x, w, b, stride, padding,
-                              output_padding, gamma, beta, scale, running_mean, running_var, eps,
-                              vth, tau, aa, center, smooth)
+    return _eval_block(x, w, b, stride, padding, output_padding, gamma, beta, scale,
+                       running_mean, running_var, eps, vth, tau, aa, center, smooth, None)
 
 
 def conv_transpose2d_tdbn_lif_membrane_eval(x, w, b, stride, padding, output_padding, gamma,
                                             beta, scale, running_mean, running_var, eps, vth,
                                             tau, aa, center, smooth, decay):
-    """The block summed over time in the same pass (``scatter_block``), where the block runs
-    in one pass; else the block, then ``membrane_forward``."""
-    if _block_in_one_pass(x, w):
+    """The block summed over time in its one pass (``scatter_block``), where it runs in one
+    pass; else the two kernels, then ``membrane_forward``."""
+    coef = membrane_coefficients(x.shape[0], decay, x.dtype)
+    return _eval_block(x, w, b, stride, padding, output_padding, gamma, beta, scale,
+                       running_mean, running_var, eps, vth, tau, aa, center, smooth, coef)
+
+
+def _eval_block(x, w, b, stride, padding, output_padding, gamma, beta, scale, running_mean,
+                running_var, eps, vth, tau, aa, center, smooth, coef):
+    """The eval block's spikes (coef None) or their sum over time with coef (T,). One pass
+    where the input is sparse (``_scatter_wins``, one scan of x), of the weights' dtype, with a
+    sample per thread; else the transposed convolution and tdBN -> LIF as two kernels."""
+    sparse = _scatter_wins(x, w)
+    if sparse and x.dtype == w.dtype and x.shape[1] >= numba.get_num_threads():
         dt = x.dtype
-        return scatter_block.conv_transpose2d_tdbn_lif_membrane_eval(
-            x, w, b, stride, padding, output_padding, running_mean.astype(dt),
-            _inverse_std(running_var, eps, dt), (scale * gamma).astype(dt), beta.astype(dt),
-            _lif_constants(dt, vth, tau, aa, center), smooth,
-            membrane_coefficients(x.shape[0], decay, dt))
-    o = conv_transpose2d_tdbn_lif_forward_eval(x, w, b, stride, padding, output_padding, gamma,
-                                               beta, scale, running_mean, running_var, eps, vth,
-                                               tau, aa, center, smooth)
-    return membrane_forward(o.reshape(o.shape[0], -1), decay).reshape(o.shape[1:])
-
-
-def _block_in_one_pass(x, w):
-    """Whether ``scatter_block`` runs the block: a sparse input (``_scatter_wins``) of the
-    weights' dtype, and a sample per thread at least."""
-    return (_scatter_wins(x, w) and x.dtype == w.dtype
-            and x.shape[1] >= numba.get_num_threads())
+        arguments = (x, w, b, stride, padding, output_padding, running_mean.astype(dt),
+                     _inverse_std(running_var, eps, dt), (scale * gamma).astype(dt),
+                     beta.astype(dt), _lif_constants(dt, vth, tau, aa, center), smooth)
+        if coef is None:
+            return scatter_block.conv_transpose2d_tdbn_lif_eval(*arguments)
+        return scatter_block.conv_transpose2d_tdbn_lif_membrane_eval(*arguments, coef)
+    conv = scatter.conv_transpose2d_forward if sparse else _conv_transpose2d_dense
+    o = compose_block_eval(conv, tdbn_lif_forward_eval, x, w, b, stride, padding,
+                           output_padding, gamma, beta, scale, running_mean, running_var, eps,
+                           vth, tau, aa, center, smooth)
+    if coef is None:
+        return o
+    return (coef @ o.reshape(o.shape[0], -1)).reshape(o.shape[1:])
 
 
 def tdbn_lif_backward(go, x, mean, invstd, gamma, beta, scale, vth, tau, aa, center, smooth,

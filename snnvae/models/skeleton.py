@@ -110,6 +110,8 @@ class SpikingVAESkeleton(Module):
         N images instead of T*N. None (run the modules one by one) in training, with a graph
         to record, while firing rates are monitored, or while a module's forward is
         instrumented (operation counts and timers wrap it)."""
+        if not self._read_out_is_block_conv_membrane():
+            return None
         block, layer = self.final_layer[0], self.final_layer[1]
         modules = (self.final_layer, block, layer, self.membrane_output_layer)
         if (not block.runs_as_one_eval_op(h) or block.firing_rates is not None
@@ -121,9 +123,17 @@ class SpikingVAESkeleton(Module):
         bias = layer.bias
         if bias is not None:
             bias = bias.data * float(sum(decay ** k for k in range(h.shape[0])))
-        y = F.conv_transpose2d(F.reshape(summed, (1, *summed.shape)), layer.weight, bias,
-                               layer.stride, layer.padding, layer.output_padding)
-        return F.reshape(y, y.shape[1:])
+        return F.conv_transpose2d(summed, layer.weight, bias, layer.stride, layer.padding,
+                                  layer.output_padding)
+
+    def _read_out_is_block_conv_membrane(self):
+        """Whether final_layer and the read-out are exactly what the identity above needs: a
+        spiking transposed-conv block, then a plain (linear) transposed convolution, then the
+        membrane output; a subclass that changes any of them runs its modules one by one."""
+        layers = list(self.final_layer)
+        return (len(layers) == 2 and isinstance(layers[0], SpikingConvTranspose2d)
+                and type(layers[1]) is ConvTranspose2d
+                and type(self.membrane_output_layer) is MembraneOutput)
 
     # --- the training-loop protocol shared by FSVAE and ESVAE (see snnvae.train) ------------
     # A subclass's forward(images, rng=...) returns an output with .reconstruction, and its
