@@ -39,17 +39,23 @@ def _block_inputs(rng, case, dtype, T=5, N=BATCH, rate=0.12):
     return (x, w, b, stride, pad, op, gamma, beta, 0.2, running_mean, running_var, 1e-5)
 
 
-@pytest.fixture
-def fused_calls(monkeypatch):
-    """Counts the calls of the fused CPU pass."""
+def count_calls(monkeypatch, module, name):
+    """The list that the shapes of the first argument of ``module.name``'s calls go to, for
+    as long as the test runs."""
     calls = []
-    original = scatter_block.conv_transpose2d_tdbn_lif_eval
+    original = getattr(module, name)
 
     def counted(*args):
         calls.append(args[0].shape)
         return original(*args)
-    monkeypatch.setattr(scatter_block, "conv_transpose2d_tdbn_lif_eval", counted)
+    monkeypatch.setattr(module, name, counted)
     return calls
+
+
+@pytest.fixture
+def fused_calls(monkeypatch):
+    """Counts the calls of the fused CPU pass."""
+    return count_calls(monkeypatch, scatter_block, "conv_transpose2d_tdbn_lif_eval")
 
 
 def _separate(args, smooth):
@@ -193,14 +199,7 @@ def test_fsvae_reconstruct_is_forward_without_the_prior():
 @pytest.fixture
 def summing_calls(monkeypatch):
     """Counts the calls of the CPU pass that sums the spikes as it makes them."""
-    calls = []
-    original = scatter_block.conv_transpose2d_tdbn_lif_membrane_eval
-
-    def counted(*args):
-        calls.append(args[0].shape)
-        return original(*args)
-    monkeypatch.setattr(scatter_block, "conv_transpose2d_tdbn_lif_membrane_eval", counted)
-    return calls
+    return count_calls(monkeypatch, scatter_block, "conv_transpose2d_tdbn_lif_membrane_eval")
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -246,10 +245,7 @@ def test_the_read_out_in_one_pass_equals_the_modules_one_by_one(name, monkeypatc
     config = config_cls(hidden_channels=(8, 8), latent_dim=6, timesteps=4, input_size=8)
     images = np.random.default_rng(8).uniform(-1, 1, (BATCH, 1, 8, 8))
     model = _calibrated(model_cls, config, images)
-    summing_calls = []
-    original = cpu.conv_transpose2d_tdbn_lif_membrane_eval
-    monkeypatch.setattr(cpu, "conv_transpose2d_tdbn_lif_membrane_eval",
-                        lambda *args: summing_calls.append(1) or original(*args))
+    summing_calls = count_calls(monkeypatch, cpu, "conv_transpose2d_tdbn_lif_membrane_eval")
     got = (model.reconstruct(images, np.random.default_rng(9)),
            model.sample(BATCH, np.random.default_rng(10)))
     assert len(summing_calls) == 2, "reconstruct and sample should read out in one pass"
@@ -271,10 +267,7 @@ def test_a_read_out_that_is_not_block_conv_membrane_runs_its_modules(monkeypatch
     model = _calibrated(FSVAE, config, images)
     block, layer = model.final_layer[0], model.final_layer[1]
     model.final_layer = nn.Sequential(block, layer, nn.Tanh())     # no longer linear
-    summing_calls = []
-    original = cpu.conv_transpose2d_tdbn_lif_membrane_eval
-    monkeypatch.setattr(cpu, "conv_transpose2d_tdbn_lif_membrane_eval",
-                        lambda *args: summing_calls.append(1) or original(*args))
+    summing_calls = count_calls(monkeypatch, cpu, "conv_transpose2d_tdbn_lif_membrane_eval")
     got = model.sample(BATCH, np.random.default_rng(10))
     assert not summing_calls
     from snnvae.models.skeleton import SpikingVAESkeleton
