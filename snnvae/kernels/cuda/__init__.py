@@ -9,7 +9,8 @@ the device, nothing is copied). The tests run them all in the CUDA simulator
     launch.py     device checks, host/device helpers, launch sizes (grid-stride loops)
     gemm.py       the shared-memory tiled matrix product every contraction uses
     conv.py       linear, conv2d, conv_transpose2d (implicit GEMMs: no patch matrix)
-    reduce.py     per-channel sums: one block per channel, a shared-memory tree, float64
+    reduce.py     the shared-memory tree of every block reduction; per-channel sums (one
+                  block per channel, float64) and the kernels of reductions over any axes
     batchnorm.py  tdBN and the fused tdBN -> LIF
     blocks.py     a decoder block in eval mode (transposed conv, then tdBN -> LIF), and
                   summed over time for the read-out
@@ -26,7 +27,7 @@ NumPy duck arrays whose operations run here too:
     array_functions.py  NumPy functions (np.where, np.concatenate, np.transpose, ...)
     elementwise.py      map, binary and where kernels (one thread per element, broadcasting
                         by strides)
-    reduce_axes.py      sums, means, max and min over any axes
+    reduce_axes.py      sums, means, max and min over any axes (launch plans)
     along_axis.py       np.take_along_axis and its adjoint, the scatter-add
 """
 from ..numpy_ref import conv_out_size, conv_transpose_out_size  # noqa: F401

@@ -8,8 +8,8 @@ and ``__array_function__`` (NEP 18), with the numba.cuda kernels of this package
     array_functions.py  the NumPy functions answered (NEP 18, NEP 35 ``like=``)
     elementwise.py      kernels: maps (unary ops, casts, strided copies), broadcast binary
                         ops, where
-    reduce_axes.py      kernels: sum, mean, max, min over any axes (deterministic, float64
-                        accumulation)
+    reduce_axes.py      sum, mean, max, min over any axes (deterministic, float64
+                        accumulation), with the kernels of reduce.py
     along_axis.py       kernels: take_along_axis and its adjoint, add_at_along_axis
     gemm.py             kernel: matmul (2-D, and batched with broadcast batch dimensions)
 
@@ -39,7 +39,7 @@ from numpy.lib.array_utils import normalize_axis_index, normalize_axis_tuple
 from . import elementwise as ew
 from . import launch
 from .along_axis import launch_add_at
-from .reduce_axes import MAX, MIN, SUM
+from .reduce import MAX, MIN, SUM
 
 _HOST_HINT = ("call .copy_to_host() (or snnvae.device.to_host) to bring it to the "
               "host explicitly, or move the tensor to the host first. If a model moved to the "
@@ -106,6 +106,20 @@ class _Flags:
     def __getitem__(self, name):
         return {"C_CONTIGUOUS": True, "C": True, "WRITEABLE": True, "W": True,
                 "F_CONTIGUOUS": self.f_contiguous, "F": self.f_contiguous}[name]
+
+
+def _operators(ufunc):
+    """(a op b, b op a, a op= b) of a DeviceArray as ``ufunc`` calls (see ``_dunder``); the
+    in-place one writes into a, or, for a selection copy, returns a new array (``_in_place``)."""
+    def forward(self, other):
+        return _dunder(ufunc, self, other)
+
+    def reflected(self, other):
+        return _dunder(ufunc, other, self)
+
+    def in_place(self, other):
+        return self._in_place(ufunc, other)
+    return forward, reflected, in_place
 
 
 class DeviceArray:
@@ -426,57 +440,24 @@ class DeviceArray:
                       src=value._flat(), src_strides=ew.broadcast_strides(value.shape, shape))
 
     # ---- operators -----------------------------------------------------------------------------
+    # a op b, b op a and a op= b through the ufuncs (``_operators``); & | ~ on bool arrays only
 
-    def __add__(self, other):
-        return _dunder(np.add, self, other)
-
-    def __radd__(self, other):
-        return _dunder(np.add, other, self)
-
-    def __iadd__(self, other):
-        return self._in_place(np.add, other)
-
-    def __sub__(self, other):
-        return _dunder(np.subtract, self, other)
-
-    def __rsub__(self, other):
-        return _dunder(np.subtract, other, self)
-
-    def __isub__(self, other):
-        return self._in_place(np.subtract, other)
-
-    def __mul__(self, other):
-        return _dunder(np.multiply, self, other)
-
-    def __rmul__(self, other):
-        return _dunder(np.multiply, other, self)
-
-    def __imul__(self, other):
-        return self._in_place(np.multiply, other)
-
-    def __truediv__(self, other):
-        return _dunder(np.true_divide, self, other)
-
-    def __rtruediv__(self, other):
-        return _dunder(np.true_divide, other, self)
-
-    def __itruediv__(self, other):
-        return self._in_place(np.true_divide, other)
+    __add__, __radd__, __iadd__ = _operators(np.add)
+    __sub__, __rsub__, __isub__ = _operators(np.subtract)
+    __mul__, __rmul__, __imul__ = _operators(np.multiply)
+    __truediv__, __rtruediv__, __itruediv__ = _operators(np.true_divide)
+    __matmul__, __rmatmul__, _ = _operators(np.matmul)
+    __gt__, __ge__, __lt__, __le__, __eq__, __ne__ = (
+        _operators(u)[0] for u in (np.greater, np.greater_equal, np.less, np.less_equal,
+                                   np.equal, np.not_equal))
+    _power, __rpow__, _ = _operators(np.power)
+    del _
 
     def __pow__(self, other):
         # a Python 2 or 2.0 keeps the dtype; a NumPy scalar may promote (np.power decides)
         if self._dtype.kind == "f" and type(other) in (int, float) and other == 2:
             return np.square(self)
-        return _dunder(np.power, self, other)
-
-    def __rpow__(self, other):
-        return _dunder(np.power, other, self)
-
-    def __matmul__(self, other):
-        return _dunder(np.matmul, self, other)
-
-    def __rmatmul__(self, other):
-        return _dunder(np.matmul, other, self)
+        return self._power(other)
 
     def __neg__(self):
         return np.negative(self)
@@ -501,24 +482,6 @@ class DeviceArray:
 
     def __ror__(self, other):
         return _dunder(np.logical_or, _bool_only(other, "|"), _bool_only(self, "|"))
-
-    def __gt__(self, other):
-        return _dunder(np.greater, self, other)
-
-    def __ge__(self, other):
-        return _dunder(np.greater_equal, self, other)
-
-    def __lt__(self, other):
-        return _dunder(np.less, self, other)
-
-    def __le__(self, other):
-        return _dunder(np.less_equal, self, other)
-
-    def __eq__(self, other):
-        return _dunder(np.equal, self, other)
-
-    def __ne__(self, other):
-        return _dunder(np.not_equal, self, other)
 
 
 # --------------------------------------------------------------------------------------------

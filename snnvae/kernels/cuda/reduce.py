@@ -13,7 +13,7 @@ reads the channel's values k, k + blockDim, ... of the n values, value i at row 
 position s = i % S: consecutive threads read consecutive positions of one row, coalesced in
 runs of S (for a dense layer, S = 1, the reads are C elements apart). Each thread adds its
 values in a register; the block then adds its threads' partial sums in shared memory
-(``_block_sum``).
+(``_block_combine``, a tree that also takes max and min).
 
 Sums accumulate in float64, in registers and in shared memory, for float32 arrays too. One
 kernel then serves both dtypes (a shared array needs its dtype at compile time; the
@@ -23,18 +23,24 @@ float32 sum loses digits. The kernels are bound by reading memory, one float64 a
 read, so the wider adds cost little; the shared buffer is 8 bytes per thread. Results are
 rounded to the arrays' dtype when stored.
 
-Every kernel that calls ``_block_sum`` lives in this module: the CUDA simulator swaps the
-``cuda`` module of a device function's own module per call, which races between simulated
-threads when the caller's module differs.
+The reductions of ``DeviceArray`` over any axes (sum, max, min: ``reduce_kernels``, launched by
+``reduce_axes.py``, whose docstring has their thread mapping) use the same tree. Every kernel
+that calls ``_block_combine`` lives in this module: the CUDA simulator swaps the ``cuda``
+module of a device function's own module per call, which races between simulated threads when
+the caller's module differs.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
-from numba import cuda, float64
+from numba import cuda, float64, from_dtype
 
 from . import launch
+from .elementwise import _offset
+
+SUM, MAX, MIN = range(3)
 
 # Size of the shared buffer, fixed when a kernel compiles: every kernel here is launched with
 # exactly this many threads per block.
@@ -50,20 +56,29 @@ def _channel_launch(C):
 
 
 @cuda.jit(device=True)
-def _block_sum(partial, value):
-    """The sum of ``value`` over the threads of the block, returned to every thread.
+def _combine(op, acc, x):
+    """acc + x, max(acc, x) or min(acc, x); a NaN on either side wins max and min."""
+    if op == SUM:
+        return acc + x
+    if op == MAX:
+        return x if x > acc or x != x else acc
+    return x if x < acc or x != x else acc
 
-    partial: shared float64 (blockDim,). Each thread stores its value in its own slot; then
-    the first half of the threads add the second half's slots to theirs, then the first quarter
-    the second quarter's, ... until slot 0 holds the total (log2(blockDim) steps, a barrier
-    after each so that no thread reads a slot before it is written)."""
+
+@cuda.jit(device=True)
+def _block_combine(op, partial, value):
+    """``_combine`` of ``value`` over the threads of the block, returned to every thread.
+
+    partial: shared (blockDim,). Each thread stores its value in its own slot, then the first
+    half of the threads combine the second half's slots into theirs, then the first quarter,
+    ... (log2(blockDim) steps with a barrier after each) until slot 0 holds the result."""
     tid = cuda.threadIdx.x
     partial[tid] = value
     cuda.syncthreads()
     half = cuda.blockDim.x // 2
     while half > 0:
         if tid < half:
-            partial[tid] += partial[tid + half]
+            partial[tid] = _combine(op, partial[tid], partial[tid + half])
         cuda.syncthreads()
         half //= 2
     total = partial[0]
@@ -94,7 +109,8 @@ def _channel_sum_kernel(g, total):
     partial = cuda.shared.array(_THREADS, float64)
     tid, nthreads = cuda.threadIdx.x, cuda.blockDim.x
     for c in range(cuda.blockIdx.x, C, cuda.gridDim.x):
-        sum_c = _block_sum(partial, _thread_channel_sum(g, c, 0.0, False, tid, nthreads))
+        sum_c = _block_combine(SUM, partial,
+                               _thread_channel_sum(g, c, 0.0, False, tid, nthreads))
         if tid == 0:
             total[c] = sum_c
 
@@ -107,15 +123,16 @@ def _channel_statistics_kernel(x, eps, mean, var, invstd):
     i = k, k + blockDim, ... of n = M*S, value i at row m = i // S, position s = i % S:
     consecutive threads read consecutive positions of one row, coalesced in runs of S (for a
     dense layer, S = 1, the reads are C elements apart). Each thread sums in a float64
-    register, shared memory holds the block's partial sums (``_block_sum``). Two passes as the
-    reference: the mean, then the squared deviations from it (no cancellation)."""
+    register, shared memory holds the block's partial sums (``_block_combine``). Two passes as
+    the reference: the mean, then the squared deviations from it (no cancellation)."""
     M, C, S = x.shape
     n = M * S
     partial = cuda.shared.array(_THREADS, float64)
     tid, nthreads = cuda.threadIdx.x, cuda.blockDim.x
     for c in range(cuda.blockIdx.x, C, cuda.gridDim.x):
-        mu = _block_sum(partial, _thread_channel_sum(x, c, 0.0, False, tid, nthreads)) / n
-        v = _block_sum(partial, _thread_channel_sum(x, c, mu, True, tid, nthreads)) / n
+        mu = _block_combine(SUM, partial,
+                            _thread_channel_sum(x, c, 0.0, False, tid, nthreads)) / n
+        v = _block_combine(SUM, partial, _thread_channel_sum(x, c, mu, True, tid, nthreads)) / n
         if tid == 0:
             mean[c] = mu
             var[c] = v
@@ -147,8 +164,8 @@ def _gradient_sums_kernel(gy, xsrc, mean, invstd, recompute_xhat, scale, sum_gy,
             xhat = (xsrc[m, c, s] - mean[c]) * invstd[c] if recompute_xhat else xsrc[m, c, s]
             acc_gy += g
             acc_gy_xhat += g * xhat
-        total_gy = _block_sum(partial, acc_gy)
-        total_gy_xhat = _block_sum(partial, acc_gy_xhat)
+        total_gy = _block_combine(SUM, partial, acc_gy)
+        total_gy_xhat = _block_combine(SUM, partial, acc_gy_xhat)
         if tid == 0:
             sum_gy[c] = total_gy
             sum_gy_xhat[c] = total_gy_xhat
@@ -181,3 +198,47 @@ def gradient_sums(gy3, xsrc3, mean, invstd, recompute_xhat, scale):
                                               np.float64(scale), sum_gy, sum_gy_xhat, ggamma)
     return sum_gy, sum_gy_xhat, ggamma
 
+
+@functools.lru_cache(maxsize=None)
+def reduce_kernels(acc_dtype):
+    """(block kernel, thread kernel) accumulating in ``acc_dtype`` (float64 or int64), both
+    ``kernel(op, x, kept_shape, kept_strides, red_shape, red_strides, n_out, n_red, init,
+    mean, out)``; ``init`` is the identity of the operation, ``mean`` divides by n_red."""
+    acc_t = from_dtype(np.dtype(acc_dtype))
+
+    @cuda.jit
+    def block_kernel(op, x, kept_shape, kept_strides, red_shape, red_strides, n_out, n_red,
+                     init, mean, out):
+        """Block -> output element o (block-stride over n_out); its thread k accumulates the
+        reduced elements r = k, k + blockDim, ... in a register, then the shared-memory tree
+        combines the threads' values and thread 0 stores out[o]."""
+        partial = cuda.shared.array(_THREADS, acc_t)
+        tid, nthreads = cuda.threadIdx.x, cuda.blockDim.x
+        for o in range(cuda.blockIdx.x, n_out, cuda.gridDim.x):
+            base = _offset(o, kept_shape, kept_strides)
+            acc = init
+            for r in range(tid, n_red, nthreads):
+                acc = _combine(op, acc, acc_t(x[base + _offset(r, red_shape, red_strides)]))
+            total = _block_combine(op, partial, acc)
+            if tid == 0:
+                if mean:
+                    out[o] = total / n_red
+                else:
+                    out[o] = total
+
+    @cuda.jit
+    def thread_kernel(op, x, kept_shape, kept_strides, red_shape, red_strides, n_out, n_red,
+                      init, mean, out):
+        """Thread -> output element o (grid-stride over n_out), adding its n_red elements in
+        order in a register: consecutive threads own consecutive outputs."""
+        for o in range(cuda.grid(1), n_out, cuda.gridsize(1)):
+            base = _offset(o, kept_shape, kept_strides)
+            acc = init
+            for r in range(n_red):
+                acc = _combine(op, acc, acc_t(x[base + _offset(r, red_shape, red_strides)]))
+            if mean:
+                out[o] = acc / n_red
+            else:
+                out[o] = acc
+
+    return block_kernel, thread_kernel

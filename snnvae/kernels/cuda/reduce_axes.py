@@ -26,105 +26,21 @@ Two thread mappings, chosen by the number of reduced elements per output:
   whose elements are adjacent in memory when the reduced axes lead (a sum over the batch axis,
   say: coalesced reads); no block would be left mostly idle for short reductions.
 
-Every kernel calling ``_block_combine`` lives in this module (the simulator swaps the ``cuda``
-module of a device function's own module per call; see ``reduce.py``).
+The kernels (``reduce.reduce_kernels``) live beside the tree they call, in ``reduce.py``; this
+module plans the launch.
 """
 from __future__ import annotations
 
-import functools
 import math
 
 import numpy as np
-from numba import cuda, from_dtype
 
 from . import launch
-from .elementwise import _offset, collapse
-
-SUM, MAX, MIN = range(3)
-
-_THREADS = launch.THREADS_PER_BLOCK
-if _THREADS & (_THREADS - 1):
-    raise ImportError("the tree reduction halves the block: THREADS_PER_BLOCK must be a power "
-                      "of two")
+from .elementwise import collapse
+from .reduce import MAX, SUM, reduce_kernels
 
 # Reductions of at least this many elements per output use a block per output.
-BLOCK_REDUCTION_MIN = _THREADS
-
-
-@cuda.jit(device=True)
-def _combine(op, acc, x):
-    """acc + x, max(acc, x) or min(acc, x); a NaN on either side wins max and min."""
-    if op == SUM:
-        return acc + x
-    if op == MAX:
-        return x if x > acc or x != x else acc
-    return x if x < acc or x != x else acc
-
-
-@cuda.jit(device=True)
-def _block_combine(op, partial, value):
-    """``_combine`` of ``value`` over the threads of the block, returned to every thread.
-
-    partial: shared (blockDim,). Each thread stores its value in its own slot, then the first
-    half of the threads combine the second half's slots into theirs, then the first quarter,
-    ... (log2(blockDim) steps with a barrier after each) until slot 0 holds the result."""
-    tid = cuda.threadIdx.x
-    partial[tid] = value
-    cuda.syncthreads()
-    half = cuda.blockDim.x // 2
-    while half > 0:
-        if tid < half:
-            partial[tid] = _combine(op, partial[tid], partial[tid + half])
-        cuda.syncthreads()
-        half //= 2
-    total = partial[0]
-    cuda.syncthreads()     # every thread has read slot 0 before the buffer is used again
-    return total
-
-
-@functools.lru_cache(maxsize=None)
-def reduce_kernels(acc_dtype):
-    """(block kernel, thread kernel) accumulating in ``acc_dtype`` (float64 or int64), both
-    ``kernel(op, x, kept_shape, kept_strides, red_shape, red_strides, n_out, n_red, init,
-    mean, out)``; ``init`` is the identity of the operation, ``mean`` divides by n_red."""
-    acc_t = from_dtype(np.dtype(acc_dtype))
-
-    @cuda.jit
-    def block_kernel(op, x, kept_shape, kept_strides, red_shape, red_strides, n_out, n_red,
-                     init, mean, out):
-        """Block -> output element o (block-stride over n_out); its thread k accumulates the
-        reduced elements r = k, k + blockDim, ... in a register, then the shared-memory tree
-        combines the threads' values and thread 0 stores out[o]."""
-        partial = cuda.shared.array(_THREADS, acc_t)
-        tid, nthreads = cuda.threadIdx.x, cuda.blockDim.x
-        for o in range(cuda.blockIdx.x, n_out, cuda.gridDim.x):
-            base = _offset(o, kept_shape, kept_strides)
-            acc = init
-            for r in range(tid, n_red, nthreads):
-                acc = _combine(op, acc, acc_t(x[base + _offset(r, red_shape, red_strides)]))
-            total = _block_combine(op, partial, acc)
-            if tid == 0:
-                if mean:
-                    out[o] = total / n_red
-                else:
-                    out[o] = total
-
-    @cuda.jit
-    def thread_kernel(op, x, kept_shape, kept_strides, red_shape, red_strides, n_out, n_red,
-                      init, mean, out):
-        """Thread -> output element o (grid-stride over n_out), adding its n_red elements in
-        order in a register: consecutive threads own consecutive outputs."""
-        for o in range(cuda.grid(1), n_out, cuda.gridsize(1)):
-            base = _offset(o, kept_shape, kept_strides)
-            acc = init
-            for r in range(n_red):
-                acc = _combine(op, acc, acc_t(x[base + _offset(r, red_shape, red_strides)]))
-            if mean:
-                out[o] = acc / n_red
-            else:
-                out[o] = acc
-
-    return block_kernel, thread_kernel
+BLOCK_REDUCTION_MIN = launch.THREADS_PER_BLOCK
 
 
 def _identity(op, acc_dtype):
@@ -162,6 +78,6 @@ def launch_reduce(op, x, shape, axes, out, mean=False):
     args = (op, x, kept_shape, kept_strides, red_shape, red_strides, n_out, n_red,
             _identity(op, acc_dtype), bool(mean), out)
     if n_red >= BLOCK_REDUCTION_MIN:
-        block_kernel[max(1, min(n_out, launch.MAX_BLOCKS)), _THREADS](*args)
+        block_kernel[max(1, min(n_out, launch.MAX_BLOCKS)), launch.THREADS_PER_BLOCK](*args)
     else:
         thread_kernel[launch.grid_1d(n_out)](*args)
