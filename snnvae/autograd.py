@@ -190,9 +190,7 @@ class Tensor:
                                    f"{self.shape}; pass grad=dL/dself of that shape")
             grad = np.ones_like(self.data)
         grad = grad.data if isinstance(grad, Tensor) else grad
-        grad = place_like(grad, self.data)
-        grad = grad.astype(self.dtype, copy=False) if is_device(grad) else \
-            np.asarray(grad, dtype=self.dtype)
+        grad = place_like(grad, self.data).astype(self.dtype, copy=False)
         if grad.shape != self.shape:
             raise ValueError(f"grad of shape {grad.shape} given for a tensor of shape {self.shape}")
 

@@ -16,7 +16,7 @@ it; ``is_device`` only looks whether the device array module has been loaded.
     to_host(a)     a NumPy array (a copy from the GPU; host arrays and scalars unchanged)
     to_device(a)   a DeviceArray (a copy to the GPU; raises CudaUnavailableError without one)
     move(a, name)  to_host or to_device by name
-    place_like(a, like)  ``a`` moved to where ``like`` lives
+    place_like(a, like)  ``a`` as an array where ``like`` lives
     contiguous(a)  ``np.ascontiguousarray`` for both (NumPy does not dispatch that function to
                    a DeviceArray, which is always contiguous)
 """
@@ -67,10 +67,9 @@ def move(a, name: str):
 
 
 def place_like(a, like):
-    """``a`` on the device where ``like`` lives (unchanged when it already is there)."""
-    if is_device(like):
-        return to_device(a)
-    return to_host(a)
+    """``a`` (an array, a scalar or a list) as an array where ``like`` lives: a DeviceArray
+    when ``like`` is one, else a NumPy array (no copy when ``a`` already is one there)."""
+    return to_device(a) if is_device(like) else np.asarray(to_host(a))
 
 
 def contiguous(a):

@@ -22,7 +22,7 @@ import numpy as np
 
 from .. import functional as F
 from ..autograd import Tensor, is_grad_enabled, no_grad
-from ..device import is_device, place_like
+from ..device import place_like
 from ..nn import Module, Sequential, SpikingLinear
 
 
@@ -123,8 +123,7 @@ class BernoulliPosterior(Module):
         picks = np.empty((T, N, C), dtype=np.int64)
         if z_in is not None:
             z_in = z_in.data if isinstance(z_in, Tensor) else z_in
-            z_in = place_like(z_in if is_device(z_in) else np.asarray(z_in), x.data)
-            z_in = z_in.astype(x.dtype, copy=False)
+            z_in = place_like(z_in, x.data).astype(x.dtype, copy=False)
             if z_in.shape != (T, N, C):
                 raise ValueError(f"z_in must have shape {(T, N, C)}, got {z_in.shape}")
             for t in range(T - 1):

@@ -38,7 +38,7 @@ import numpy as np
 
 from .. import functional as F
 from ..autograd import Function, Tensor, as_tensor, enable_grad
-from ..device import is_device, place_like
+from ..device import place_like
 from ..functional.lif import SPIKE_MODES, current_spike_mode
 from ..functional.tensor_ops import unbroadcast
 from ..nn import Linear, Module
@@ -104,7 +104,7 @@ def poisson_spikes(rates, uniforms, aa=WINDOW, mode=None):
     """
     rates = as_tensor(rates)
     uniforms = uniforms.data if isinstance(uniforms, Tensor) else uniforms
-    uniforms = place_like(uniforms if is_device(uniforms) else np.asarray(uniforms), rates.data)
+    uniforms = place_like(uniforms, rates.data)
     if rates.dtype.kind != "f":
         raise TypeError(f"poisson_spikes: rates must be float32 or float64, got {rates.dtype}")
     try:
@@ -134,7 +134,7 @@ def sample_poisson_spikes(rates, timesteps, rng=None, uniforms=None, aa=WINDOW):
         if rng is None:
             raise ValueError("sample_poisson_spikes needs rng=np.random.Generator (or uniforms=)")
         uniforms = draw_uniforms(rng, shape, rates.dtype)
-    uniforms = place_like(uniforms if is_device(uniforms) else np.asarray(uniforms), rates.data)
+    uniforms = place_like(uniforms, rates.data)
     if uniforms.shape != shape:
         raise ValueError(f"uniforms must have shape (T, N, C) = {shape}, got {uniforms.shape}")
     return poisson_spikes(rates, uniforms, aa), uniforms

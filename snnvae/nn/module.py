@@ -145,7 +145,7 @@ class Module:
     def place(self, array):
         """``array`` moved to where this module's parameters live (unchanged if it is there)."""
         first = self._first_parameter()
-        return to_host(array) if first is None else place_like(array, first.data)
+        return place_like(array, None if first is None else first.data)
 
     def input_tensor(self, value, dtype=None):
         """``value`` (array or Tensor) as a Tensor on this module's device: a model's entry
