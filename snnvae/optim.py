@@ -17,7 +17,7 @@ import numpy as np
 
 from . import backend
 from .autograd import no_grad
-from .device import place_like, to_host
+from .device import contiguous, device_of, place_like, to_host
 
 
 class Optimizer:
@@ -125,13 +125,11 @@ class Adam(Optimizer):
             state["step"] = 0.0
             state["exp_avg"] = np.zeros_like(p.data)
             state["exp_avg_sq"] = np.zeros_like(p.data)
-        for key in ("exp_avg", "exp_avg_sq"):   # loaded state: host arrays, maybe another dtype
-            value = place_like(state[key], p.data)
-            if value.dtype != p.dtype:
-                value = value.astype(p.dtype)
-            if not value.flags.c_contiguous:
-                value = np.ascontiguousarray(value)
-            state[key] = value
+        for key in ("exp_avg", "exp_avg_sq"):
+            value = state[key]      # loaded in another dtype, or left behind by a moved model
+            if (value.dtype != p.dtype or device_of(value) != device_of(p.data)
+                    or not value.flags.c_contiguous):
+                state[key] = contiguous(place_like(value, p.data).astype(p.dtype, copy=False))
         state["step"] += 1
         backend.kernels().adam_update(p.data, g, state["exp_avg"], state["exp_avg_sq"], lr, b1,
                                       b2, eps, wd, self.decoupled, state["step"])

@@ -25,8 +25,9 @@ def keep_input(ctx, x):
     weight's gradient needs x (the weight is input 1 of every layer Function here), so x stays
     as it is, with no pass over it, when the weight needs none (frozen, ``no_grad``, eval), or
     when its first values already are not all 0 or 1 (the image, an ANN's activations): only
-    then does the backend's ``pack_spikes`` check and convert the whole array. An input on the GPU
-is kept as it is: the check would end in a host read that stalls every layer of the step."""
+    then does the backend's ``pack_spikes`` check and convert the whole array. An input on the
+    GPU is kept as it is: the check would end in a host read that stalls every layer of the
+    step."""
     if not ctx.needs_input_grad[1] or is_device(x):
         return x
     head = np.asarray(x.flat[:_PROBE])
