@@ -238,7 +238,7 @@ def _calibrated(model_cls, config, images):
 
 
 @pytest.mark.parametrize("name", ["FSVAE", "ESVAE"])
-def test_the_read_out_in_one_pass_equals_the_modules_one_by_one(name, monkeypatch):
+def test_the_read_out_by_linearity_equals_the_modules_one_by_one(name, monkeypatch):
     from snnvae.models import ESVAE, FSVAE, ESVAEConfig, FSVAEConfig
     from snnvae.models.skeleton import SpikingVAESkeleton
     model_cls, config_cls = {"FSVAE": (FSVAE, FSVAEConfig), "ESVAE": (ESVAE, ESVAEConfig)}[name]
@@ -252,7 +252,7 @@ def test_the_read_out_in_one_pass_equals_the_modules_one_by_one(name, monkeypatc
     with nn.monitor_firing_rates(model) as rates:          # monitored: the modules one by one
         model.reconstruct(images, np.random.default_rng(9))
     assert len(summing_calls) == 2 and rates["final_layer.0"]
-    monkeypatch.setattr(SpikingVAESkeleton, "_read_out_in_one_pass", lambda self, h: None)
+    monkeypatch.setattr(SpikingVAESkeleton, "_read_out_by_linearity", lambda self, h: None)
     want = (model.reconstruct(images, np.random.default_rng(9)),
             model.sample(BATCH, np.random.default_rng(10)))
     for g, w in zip(got, want):
@@ -271,5 +271,37 @@ def test_a_read_out_that_is_not_block_conv_membrane_runs_its_modules(monkeypatch
     got = model.sample(BATCH, np.random.default_rng(10))
     assert not summing_calls
     from snnvae.models.skeleton import SpikingVAESkeleton
-    monkeypatch.setattr(SpikingVAESkeleton, "_read_out_in_one_pass", lambda self, h: None)
+    monkeypatch.setattr(SpikingVAESkeleton, "_read_out_by_linearity", lambda self, h: None)
     np.testing.assert_array_equal(got, model.sample(BATCH, np.random.default_rng(10)))
+
+
+@pytest.mark.parametrize("name", ["FSVAE", "ESVAE"])
+def test_the_training_read_out_by_linearity_equals_the_modules_one_by_one(name, monkeypatch):
+    """In training the read-out layer runs on the spikes summed over time (N images, not T*N):
+    the same losses and gradients of every parameter as running the modules one by one."""
+    from snnvae.models import ESVAE, FSVAE, ESVAEConfig, FSVAEConfig
+    from snnvae.models.skeleton import SpikingVAESkeleton
+    model_cls, config_cls = {"FSVAE": (FSVAE, FSVAEConfig), "ESVAE": (ESVAE, ESVAEConfig)}[name]
+    config = config_cls(hidden_channels=(8, 8), latent_dim=6, timesteps=4, input_size=8)
+    images = np.random.default_rng(8).uniform(-1, 1, (BATCH, 1, 8, 8))
+
+    def gradients():
+        model = model_cls(config, rng=np.random.default_rng(7), dtype=np.float64).train()
+        losses = model.training_losses(images, np.random.default_rng(9), 1, 10)
+        losses["loss"].backward()
+        return losses["loss"].item(), {n: p.grad for n, p in model.named_parameters()}
+
+    read_out_calls = count_calls(monkeypatch, cpu, "conv_transpose2d_forward")
+    loss, grads = gradients()
+    T, N = config.timesteps, BATCH
+    assert (N, 8, 8, 8) in read_out_calls and (T * N, 8, 8, 8) not in read_out_calls
+    monkeypatch.setattr(SpikingVAESkeleton, "_read_out_by_linearity", lambda self, h: None)
+    read_out_calls.clear()
+    want_loss, want_grads = gradients()
+    assert (T * N, 8, 8, 8) in read_out_calls
+    assert loss == pytest.approx(want_loss, rel=1e-12)
+    assert grads.keys() == want_grads.keys()
+    for key in grads:
+        np.testing.assert_allclose(grads[key], want_grads[key], rtol=1e-9, atol=1e-12,
+                                   err_msg=key)
+    assert np.ptp(grads["final_layer.1.weight"]) > 0 and np.ptp(grads["encoder.0.weight"]) > 0

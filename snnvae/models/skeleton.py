@@ -93,36 +93,41 @@ class SpikingVAESkeleton(Module):
     def decode(self, z):
         """z (T, N, latent_dim) spikes -> images (N, C_in, S, S) in [-1, 1]."""
         h = self.decoder(self.unflatten(self.decoder_input(as_tensor(z))))
-        read_out = self._read_out_in_one_pass(h)
+        read_out = self._read_out_by_linearity(h)
         if read_out is None:
             read_out = self.membrane_output_layer(self.final_layer(h))
         return F.tanh(read_out)
 
-    def _read_out_in_one_pass(self, h):
-        """final_layer, then the membrane output, on h (T, N, C, S/2, S/2) without storing the
-        last block's spikes s (T times the size of the result), in eval mode: the membrane
-        output is a weighted sum over time and the read-out layer R (a transposed convolution
-        with bias b) is linear, so
+    def _read_out_by_linearity(self, h):
+        """final_layer, then the membrane output, on h (T, N, C, S/2, S/2), with the read-out
+        layer run on N images instead of T*N. The membrane output is a weighted sum over time
+        and the read-out layer R (a transposed convolution with bias b) is linear, so
 
             sum_t d^(T-1-t) (R s_t + b) = R(sum_t d^(T-1-t) s_t) + b sum_t d^(T-1-t)
 
-        and the block sums its spikes as it makes them (``summed_over_time``); R then runs on
-        N images instead of T*N. None (run the modules one by one) in training, with a graph
-        to record, while firing rates are monitored, or while a module's forward is
-        instrumented (operation counts and timers wrap it)."""
+        exactly, up to the order of the additions. In training (a graph to record) the block's
+        spikes s are summed by ``F.membrane_output`` and R runs on the sum: R's forward and
+        backward do 1/T of the work, and its backward sends d^(T-1-t) R^T g to step t. In
+        eval mode the block sums its spikes as it makes them (``summed_over_time``) and never
+        stores them, unless firing rates are monitored or the block is instrumented.
+        None (run the modules one by one) when the read-out is not exactly block -> plain
+        transposed convolution -> membrane output, or while one of them is instrumented (the
+        operation counts and timers wrap a module's forward)."""
         if not self._read_out_is_block_conv_membrane():
             return None
         block, layer = self.final_layer[0], self.final_layer[1]
-        modules = (self.final_layer, block, layer, self.membrane_output_layer)
-        if (not block.runs_as_one_eval_op(h) or block.firing_rates is not None
-                or any("forward" in vars(m) for m in modules)
-                or records_graph(h, *layer.parameters())):
+        if any("forward" in vars(m) for m in (self.final_layer, layer,
+                                               self.membrane_output_layer)):
             return None
         decay = self.membrane_output_layer.decay
-        summed = block.summed_over_time(h, decay)
+        if (block.runs_as_one_eval_op(h) and block.firing_rates is None
+                and "forward" not in vars(block) and not records_graph(*layer.parameters())):
+            summed = block.summed_over_time(h, decay)
+        else:
+            summed = F.membrane_output(block(h), decay)
         bias = layer.bias
         if bias is not None:
-            bias = bias.data * float(sum(decay ** k for k in range(h.shape[0])))
+            bias = F.mul(bias, float(sum(decay ** k for k in range(h.shape[0]))))
         return F.conv_transpose2d(summed, layer.weight, bias, layer.stride, layer.padding,
                                   layer.output_padding)
 
