@@ -216,3 +216,33 @@ def test_pack_spikes_keeps_spikes_as_bytes_and_refuses_anything_else(dtype, case
         assert got.dtype == np.uint8 and got.shape == x.shape
         np.testing.assert_array_equal(got, ref)
         np.testing.assert_array_equal(got.astype(dtype), x)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("flips", [0.0, 0.1, 1.0], ids=["unchanged", "few changed", "all changed"])
+def test_linear_delta_kernel_moves_the_outputs_to_the_new_input(dtype, flips):
+    """y = linear(x_old) moved in place to linear(x_new): the event-driven kernel against the
+    reference and against computing linear(x_new) afresh; spikes that flip, and real values."""
+    rng = np.random.default_rng(21)
+    x_old = (rng.random((9, 13)) < 0.3).astype(dtype)
+    flipped = rng.random(x_old.shape) < flips
+    x_new = np.where(flipped, 1 - x_old, x_old).astype(dtype)
+    x_new[0, :3] = rng.normal(size=3)               # a non-binary change is a change too
+    w, b = rng.normal(size=(11, 13)).astype(dtype), rng.normal(size=11).astype(dtype)
+    wt = np.ascontiguousarray(w.T)
+    y = cpu.linear_forward(x_old, w, b)
+    y_ref = y.copy()
+    assert cpu.linear_delta_into(y, x_new, x_old, wt) is y
+    numpy_ref.linear_delta_into(y_ref, x_new, x_old, wt)
+    close(y, y_ref, dtype)
+    close(y, numpy_ref.linear_forward(x_new, w, b), dtype)
+
+
+def test_linear_delta_kernel_refuses_what_does_not_fit():
+    x = np.zeros((4, 3))
+    with pytest.raises(ValueError, match="do not fit"):
+        cpu.linear_delta_into(np.zeros((4, 5)), x, x, np.zeros((2, 5)))
+    with pytest.raises(ValueError, match="do not fit"):
+        cpu.linear_delta_into(np.zeros((4, 5), np.float32), x, x, np.zeros((3, 5)))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        cpu.linear_delta_into(np.zeros((5, 4)).T, x, x, np.zeros((3, 5)))

@@ -172,6 +172,70 @@ def test_prefix_loop_quirk_and_clean_option():
     assert int(quirky.encoder[0].bn.num_batches_tracked) == 1
 
 
+def _training_posterior(model, x, runner_on, monkeypatch):
+    """The posterior's training-mode forward with the prefix runner on or off (off: the
+    network called on each prefix, as when a layer is instrumented); returns its q_z, z, the
+    running statistics of its layers and the number of delta updates."""
+    from snnvae.latent import bernoulli
+    from snnvae.kernels import cpu
+    deltas = []
+    original = cpu.linear_delta_into
+    monkeypatch.setattr(cpu, "linear_delta_into", lambda *a: deltas.append(1) or original(*a))
+    init = bernoulli._PrefixNetwork.__init__
+
+    def forced(self, layers):
+        init(self, layers)
+        self.instrumented = self.instrumented or not runner_on
+    monkeypatch.setattr(bernoulli._PrefixNetwork, "__init__", forced)
+    with no_grad():
+        q, z = model.posterior(x, RandomPicks(TINY.k, np.random.default_rng(4)))
+    stats = [(layer.bn.running_mean.copy(), layer.bn.running_var.copy())
+             for layer in model.posterior.layers]
+    monkeypatch.undo()
+    return q.data, z.data, stats, len(deltas)
+
+
+def test_the_prefix_runner_equals_calling_the_network_on_each_prefix(monkeypatch):
+    """Training mode re-runs the posterior on every prefix; the runner moves the linear outputs
+    of the rows seen before to their new inputs instead of recomputing them: the same spikes,
+    samples and running statistics."""
+    images = tiny_images(6)
+    results = []
+    for runner_on in (True, False):
+        model = tiny_model(seed=2)
+        model.train()
+        with no_grad():
+            x = model.encode(images)
+        results.append(_training_posterior(model, x, runner_on, monkeypatch))
+    (q, z, stats, deltas), (q_want, z_want, stats_want, no_deltas) = results
+    layers = len(stats)
+    assert deltas == layers * (TINY.timesteps - 2) and no_deltas == 0
+    np.testing.assert_array_equal(q, q_want)
+    np.testing.assert_array_equal(z, z_want)
+    assert 0 < z.mean() < 1
+    for (mean, var), (mean_want, var_want) in zip(stats, stats_want):
+        np.testing.assert_allclose(mean, mean_want, rtol=1e-12, atol=1e-13)
+        np.testing.assert_allclose(var, var_want, rtol=1e-12, atol=1e-13)
+
+
+def test_the_prefix_runner_follows_inputs_that_change_anywhere():
+    """Rows seen before may change in any layer's input, the first one included: run(x) is
+    the network's training-mode output on x whatever the last run was."""
+    from snnvae.latent.bernoulli import _PrefixNetwork
+    model, twin = tiny_model(seed=3).train(), tiny_model(seed=3).train()
+    rng = np.random.default_rng(6)
+    runner = _PrefixNetwork(model.posterior.layers)
+    features = 2 * TINY.latent_dim
+    x = (rng.random((TINY.timesteps, 5, features)) < 0.4).astype(np.float64)
+    with no_grad():
+        for t in (2, 3, 5):
+            x[:t - 1] = np.where(rng.random(x[:t - 1].shape) < 0.2, 1 - x[:t - 1], x[:t - 1])
+            got = runner.run(x[:t].copy())
+            want = twin.posterior.layers(Tensor(x[:t].copy())).data
+            np.testing.assert_allclose(got, want, rtol=0, atol=0)
+    assert 0 < got.mean() < 1
+
+
 def test_scheduled_sampling_schedule_and_determinism():
     assert FSVAE.scheduled_probability(0, 150) == pytest.approx(0.1)
     assert FSVAE.scheduled_probability(75, 150) == pytest.approx(0.2)

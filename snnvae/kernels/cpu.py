@@ -22,6 +22,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import scatter, scatter_block, shifted
+from .event_driven import linear_delta_into  # noqa: F401
 from .neuron_steps import bn_lif_step
 # Linear layers: the reference already is one BLAS call each way, so both backends share it.
 from .numpy_ref import (compose_block_eval, conv_out_size,  # noqa: F401

@@ -130,6 +130,65 @@ def event_linear_forward(spikes, w, b):
 
 
 # --------------------------------------------------------------------------------------------
+# Delta update of a linear layer: y += (x_new - x_old) wt, one row of wt per changed input.
+# A layer re-run on an input that differs from the last one in a few entries (FSVAE's
+# posterior re-runs its network on each longer prefix; the spikes of the rows it saw before
+# mostly stay as they were) needs (changed entries) * F_out additions instead of F_in * F_out
+# multiply-adds per row.
+# --------------------------------------------------------------------------------------------
+
+
+@njit(parallel=True, **_JIT)
+def _delta_rows(y, x_new, x_old, wt):
+    """y[r] += sum_i (x_new[r, i] - x_old[r, i]) wt[i] over the i where they differ, in place.
+    One parallel iteration per row: it lists the changed inputs, then adds their rows of wt
+    four at a time, so the row of y is read and written once per four (1.3x faster than one
+    at a time on FSVAE's posterior, where the rows of wt come from L3)."""
+    R, F_in = x_new.shape
+    F_out = wt.shape[1]
+    for r in prange(R):
+        yr, xn, xo = y[r], x_new[r], x_old[r]
+        changed = np.empty(F_in, dtype=np.int64)
+        signs = np.empty(F_in, dtype=y.dtype)
+        n = 0
+        for i in range(F_in):
+            d = xn[i] - xo[i]
+            if d != 0:
+                changed[n] = i
+                signs[n] = d
+                n += 1
+        k = 0
+        while k + 4 <= n:
+            a, b, c, e = wt[changed[k]], wt[changed[k + 1]], wt[changed[k + 2]], wt[changed[k + 3]]
+            da, db, dc, de = signs[k], signs[k + 1], signs[k + 2], signs[k + 3]
+            for o in range(F_out):
+                yr[o] += da * a[o] + db * b[o] + dc * c[o] + de * e[o]
+            k += 4
+        for j in range(k, n):
+            a, da = wt[changed[j]], signs[j]
+            for o in range(F_out):
+                yr[o] += da * a[o]
+
+
+def linear_delta_into(y, x_new, x_old, wt):
+    """y (R, F_out) += (x_new - x_old) @ wt in place, returns y; x_new, x_old (R, F_in), wt the
+    weight transposed (F_in, F_out), all of one dtype. Equals ``numpy_ref.linear_delta_into``
+    up to the order of the additions."""
+    R, F_in = x_new.shape
+    if (x_old.shape != x_new.shape or wt.shape[0] != F_in or y.shape != (R, wt.shape[1])
+            or not (y.dtype == x_new.dtype == x_old.dtype == wt.dtype)):
+        raise ValueError(f"linear_delta_into: y {y.shape} {y.dtype}, x_new {x_new.shape} "
+                         f"{x_new.dtype}, x_old {x_old.shape} {x_old.dtype} and wt {wt.shape} "
+                         f"{wt.dtype} do not fit: expected y (R, F_out), x (R, F_in), "
+                         f"wt (F_in, F_out), one dtype")
+    if not y.flags.c_contiguous:
+        raise ValueError("linear_delta_into adds into y in place: y must be C-contiguous")
+    _delta_rows(y, np.ascontiguousarray(x_new), np.ascontiguousarray(x_old),
+                np.ascontiguousarray(wt))
+    return y
+
+
+# --------------------------------------------------------------------------------------------
 # Convolution, by scattering: ``scatter.conv2d_forward`` walks the input spikes and adds, for each
 # and each kernel tap (p, q) that lands on an output (i, j), the contiguous vector w[:, c, p, q]
 # to the output's channels (see ``kernels/scatter.py`` for the reach table that ties the input

@@ -34,6 +34,15 @@ def linear_backward(gy, x, w, has_bias):
     return gx, gw, gb
 
 
+def linear_delta_into(y, x_new, x_old, wt):
+    """y (R, F_out) += (x_new - x_old) wt, in place, and returns y: the outputs of a linear layer
+    for inputs x_old (R, F_in), moved to those for x_new. wt (F_in, F_out) is the weight
+    transposed. Where x_new and x_old differ in few entries (spikes of a layer re-run on a
+    slightly changed input) the event-driven kernels add one row of wt per changed entry."""
+    y += (x_new - x_old) @ wt
+    return y
+
+
 # --------------------------------------------------------------------------------------------
 # 2-D convolution (cross-correlation, as every deep-learning library defines it)
 #   y[b, o, i, j] = bias[o] + sum_{c, p, q} w[o, c, p, q] * x[b, c, i*s - pad + p, j*s - pad + q]

@@ -22,7 +22,7 @@ import numpy as np
 
 from .. import functional as F
 from ..autograd import Tensor, is_grad_enabled, no_grad
-from ..device import place_like
+from ..device import contiguous, place_like
 from ..nn import Module, Sequential, SpikingLinear
 
 
@@ -82,6 +82,65 @@ class _SteppedNetwork:
         return h
 
 
+class _PrefixNetwork:
+    """Runs a Sequential of spiking linear blocks on growing prefixes of one sequence, in
+    training mode and without gradient, as the official sampling loop does (each run
+    normalises with the batch statistics of its own prefix and updates the running ones),
+    with the same spikes up to the order of the additions, at a fraction of the cost.
+
+    ``run(x)`` with x (t, N, F_in) = ``layers(x)``. Between two runs the rows seen before
+    keep their inputs to the first layer, and the spikes a layer feeds the next mostly stay
+    as they were (the statistics move a little with every longer prefix: 1-10 % of them flip
+    in FSVAE's posterior). So each layer keeps its linear outputs y (rows, F_out) and its
+    inputs of the last run, and moves y to the new inputs (``F.update_linear_outputs``:
+    one row of W^T added per changed input), computing only the new rows densely; tdBN and
+    LIF then run on all rows, as before.
+
+    Not used while a layer's forward is instrumented (operation counts follow forward calls):
+    then the network is called on each prefix as it is."""
+
+    def __init__(self, layers: Sequential):
+        self.network = layers
+        self.layers = list(layers)
+        self.instrumented = any("forward" in vars(m) for m in (layers, *self.layers))
+        self.weights_t = None if self.instrumented else [
+            contiguous(layer.weight.data.T) for layer in self.layers]
+        self.inputs = [None] * len(self.layers)     # each layer's input rows of the last run
+        self.outputs = [None] * len(self.layers)    # ... and a buffer of its linear outputs
+
+    def run(self, x):
+        """x (t, N, F_in) array -> spikes (t, N, F_out) of the last layer."""
+        if self.instrumented:
+            return self.network(Tensor(x)).data
+        t, n = x.shape[:2]
+        h = x
+        for i, layer in enumerate(self.layers):
+            rows = h.reshape(t * n, -1)
+            y = self._linear_outputs(i, layer, rows)
+            h = layer.neurons(Tensor(y.reshape(t, n, -1))).data
+        return h
+
+    def _linear_outputs(self, i, layer, rows):
+        """The linear outputs (rows, F_out) of layer i for these input rows: those of the rows
+        seen before moved to their new inputs, the new rows computed. They live at the start
+        of a buffer that grows as the prefix does, so the old rows are never copied."""
+        old_rows, buffer = self.inputs[i], self.outputs[i]
+        seen = 0 if old_rows is None else len(old_rows)
+        if buffer is None or len(buffer) < len(rows):
+            grown = np.empty((max(len(rows), 2 * seen), layer.weight.shape[0]),
+                             dtype=rows.dtype, like=rows)
+            if seen:
+                grown[:seen] = buffer[:seen]
+            buffer = grown
+        if seen:
+            F.update_linear_outputs(buffer[:seen], rows[:seen], old_rows, self.weights_t[i])
+        if len(rows) > seen:
+            bias = None if layer.bias is None else layer.bias.data
+            buffer[seen:len(rows)] = F.linear(Tensor(rows[seen:]), layer.weight.data, bias).data
+        self.inputs[i], self.outputs[i] = rows, buffer
+        return buffer[:len(rows)]
+
+
 class BernoulliPosterior(Module):
     """q(z_t | x_<=t, z_<t) with the official two-pass sampling (see ``forward``)."""
 
@@ -132,8 +191,10 @@ class BernoulliPosterior(Module):
             z_in = np.zeros((T, N, C), dtype=x.dtype, like=x.data)
             saved = None if self.prefix_updates_bn else _bn_state(self.layers)
             with no_grad():
+                prefixes = _PrefixNetwork(self.layers)
                 for t in range(T - 1):
-                    q_t = self.spikes(x[:t + 1], Tensor(z_in[:t + 1])).data[t]
+                    inputs = np.concatenate([x.data[:t + 1], z_in[:t + 1]], axis=-1)
+                    q_t = prefixes.run(inputs)[t].reshape(N, C, self.k)
                     picks[t] = picker.draw(t, N, C)
                     z_in[t + 1] = pick_array(q_t, picks[t])
             if saved is not None:

@@ -26,7 +26,11 @@ class _SpikingMixin:
                 and F.current_spike_mode() in ("spike", "smooth"))
 
     def forward(self, x):
-        y = super().forward(x)
+        return self.neurons(super().forward(x))
+
+    def neurons(self, y):
+        """What follows the weighted layer: tdBN (training mode: batch statistics, and the
+        running ones updated), then LIF, on its output y (T, N, C, ...) Tensor -> spikes."""
         if self._fuses_bn_lif():
             y = self.bn.forward_then_lif(y, self.spike, smooth=F.current_spike_mode() == "smooth")
         else:

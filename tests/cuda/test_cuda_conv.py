@@ -89,6 +89,21 @@ def test_linear(rng, dtype, rows, f_in, f_out, has_bias):
                      cpu.linear_backward(gy, x, w, has_bias), "linear")
 
 
+def test_linear_delta_into_host_and_device(rng, dtype):
+    x_old = (rng.random((5, 6)) < 0.4).astype(dtype)
+    x_new = np.where(rng.random(x_old.shape) < 0.3, 1 - x_old, x_old).astype(dtype)
+    wt = random(rng, (6, 7), dtype)
+    y0 = random(rng, (5, 7), dtype)
+    want = cpu.linear_delta_into(y0.copy(), x_new, x_old, wt)
+    y_host = y0.copy()
+    assert conv.linear_delta_into(y_host, x_new, x_old, wt) is y_host
+    assert_matches(y_host, want, what="host y")
+    y_dev = launch.to_device(y0)
+    assert conv.linear_delta_into(y_dev, launch.to_device(x_new), launch.to_device(x_old),
+                                  launch.to_device(wt)) is y_dev
+    assert_matches(y_dev.copy_to_host(), want, what="device y, in place")
+
+
 # --------------------------------------------------------------------------------------------
 # Convolution: (batch, C_in, C_out, H, W, kernel, stride, padding, has_bias)
 # --------------------------------------------------------------------------------------------

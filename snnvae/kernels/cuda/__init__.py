@@ -37,7 +37,8 @@ from .batchnorm import (tdbn_backward_eval, tdbn_backward_train, tdbn_forward_ev
 from .blocks import (conv_transpose2d_tdbn_lif_forward_eval,  # noqa: F401
                      conv_transpose2d_tdbn_lif_membrane_eval)
 from .conv import (conv2d_backward, conv2d_forward, conv_transpose2d_backward,  # noqa: F401
-                   conv_transpose2d_forward, linear_backward, linear_forward)
+                   conv_transpose2d_forward, linear_backward, linear_delta_into,
+                   linear_forward)
 from .neuron import (lif_backward, lif_forward, lif_step, membrane_backward,  # noqa: F401
                      membrane_forward, psp_backward, psp_forward)
 from .optim import adam_update  # noqa: F401

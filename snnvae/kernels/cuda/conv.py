@@ -286,6 +286,18 @@ def linear_backward(gy, x, w, has_bias):
     return launch.like_input(host, gx, gw, _bias_grad(gy, has_bias))
 
 
+def linear_delta_into(y, x_new, x_old, wt):
+    """y (R, F_out) += (x_new - x_old) wt in place, returns y; wt (F_in, F_out) is the weight
+    transposed. Two accumulating GEMMs (y += x_new wt, then y -= x_old wt): on the GPU the
+    dense product is cheaper than finding the entries that changed."""
+    host, yd, x_new, x_old, wt = launch.receive(y, x_new, x_old, wt)
+    gemm.gemm_into(yd, x_new, wt, beta=1.0)
+    gemm.gemm_into(yd, x_old, wt, alpha=-1.0, beta=1.0)
+    if host:
+        y[...] = yd.copy_to_host()
+    return y
+
+
 def conv2d_forward(x, w, b, stride, padding):
     """x (B, C_in, H, W), w (C_out, C_in, kh, kw), b (C_out,) or None -> (B, C_out, Ho, Wo)."""
     host, x, w, b = launch.receive(x, w, b)
