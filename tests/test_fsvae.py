@@ -172,12 +172,11 @@ def test_prefix_loop_quirk_and_clean_option():
     assert int(quirky.encoder[0].bn.num_batches_tracked) == 1
 
 
-def _training_posterior(model, x, runner_on, monkeypatch):
-    """The posterior's training-mode forward with the prefix runner on or off (off: the
-    network called on each prefix, as when a layer is instrumented); returns its q_z, z, the
-    running statistics of its layers and the number of delta updates."""
-    from snnvae.latent import bernoulli
+def _count_deltas_with_runner(monkeypatch, runner_on):
+    """Switch the prefix runner's delta updates on or off (off: the network called on each
+    prefix, as when a layer is instrumented); returns the list the delta updates append to."""
     from snnvae.kernels import cpu
+    from snnvae.latent import bernoulli
     deltas = []
     original = cpu.linear_delta_into
     monkeypatch.setattr(cpu, "linear_delta_into", lambda *a: deltas.append(1) or original(*a))
@@ -187,12 +186,21 @@ def _training_posterior(model, x, runner_on, monkeypatch):
         init(self, layers)
         self.instrumented = self.instrumented or not runner_on
     monkeypatch.setattr(bernoulli._PrefixNetwork, "__init__", forced)
+    return deltas
+
+
+def _running_stats(layers):
+    return [(layer.bn.running_mean.copy(), layer.bn.running_var.copy()) for layer in layers]
+
+
+def _training_posterior(model, x, runner_on, monkeypatch):
+    """The posterior's training-mode forward with the prefix runner on or off: its q_z, z, the
+    running statistics of its layers and the number of delta updates."""
+    deltas = _count_deltas_with_runner(monkeypatch, runner_on)
     with no_grad():
         q, z = model.posterior(x, RandomPicks(TINY.k, np.random.default_rng(4)))
-    stats = [(layer.bn.running_mean.copy(), layer.bn.running_var.copy())
-             for layer in model.posterior.layers]
     monkeypatch.undo()
-    return q.data, z.data, stats, len(deltas)
+    return q.data, z.data, _running_stats(model.posterior.layers), len(deltas)
 
 
 def test_the_prefix_runner_equals_calling_the_network_on_each_prefix(monkeypatch):
@@ -213,6 +221,27 @@ def test_the_prefix_runner_equals_calling_the_network_on_each_prefix(monkeypatch
     np.testing.assert_array_equal(q, q_want)
     np.testing.assert_array_equal(z, z_want)
     assert 0 < z.mean() < 1
+    for (mean, var), (mean_want, var_want) in zip(stats, stats_want):
+        np.testing.assert_allclose(mean, mean_want, rtol=1e-12, atol=1e-13)
+        np.testing.assert_allclose(var, var_want, rtol=1e-12, atol=1e-13)
+
+
+def test_the_prefix_runner_in_the_priors_scheduled_sampling(monkeypatch):
+    """The prior's scheduled sampling re-runs it on prefixes too (coin-gated, so some prefixes
+    are skipped and the runner meets several new rows at once): the same result either way."""
+    z = (np.random.default_rng(7).random((8, 5, TINY.latent_dim)) < 0.4).astype(np.float64)
+    results = []
+    for runner_on in (True, False):
+        model = tiny_model(seed=2, timesteps=8).train()
+        deltas = _count_deltas_with_runner(monkeypatch, runner_on)
+        with no_grad():
+            p = model.prior(Tensor(z), 0.6, np.random.default_rng(8), first_scheduled_step=2)
+        monkeypatch.undo()
+        results.append((p.data, _running_stats(model.prior.layers), len(deltas)))
+    (p, stats, deltas), (p_want, stats_want, no_deltas) = results
+    assert deltas > 0 and no_deltas == 0
+    np.testing.assert_array_equal(p, p_want)
+    assert 0 < p.mean() < 1
     for (mean, var), (mean_want, var_want) in zip(stats, stats_want):
         np.testing.assert_allclose(mean, mean_want, rtol=1e-12, atol=1e-13)
         np.testing.assert_allclose(var, var_want, rtol=1e-12, atol=1e-13)

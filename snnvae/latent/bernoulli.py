@@ -255,9 +255,10 @@ class BernoulliPrior(Module):
                 raise ValueError("scheduled sampling needs rng=np.random.Generator")
             saved = None if self.prefix_updates_bn else _bn_state(self.layers)
             with no_grad():
+                prefixes = _PrefixNetwork(self.layers)
                 for t in range(first_scheduled_step, T - 1):
                     if rng.random() < scheduled_p:
-                        p_t = self.spikes(Tensor(z_in[:t + 1])).data[t]
+                        p_t = prefixes.run(z_in[:t + 1])[t].reshape(N, C, self.k)
                         guess = p_t.mean(axis=-1) + 0.001 * rng.standard_normal((N, C))
                         z_in[t + 1] = (guess > 0.5).astype(z.dtype)
             if saved is not None:
