@@ -52,6 +52,19 @@ Where it pays off, and where dense BLAS wins
     spikes. On a GPU, where tensor cores do the dense product, expect the break-even to be lower
     still (not measured here).
 
+A layer re-run on an input that barely changed: delta updates
+    The same idea works on changes instead of spikes. FSVAE's posterior, in training, is run
+    again on every longer prefix of the sequence (the official sampling loop, O(T^2)): each run
+    normalises with the batch statistics of its own prefix, so the spikes of the rows seen
+    before move a little, and only a little (1-10 % of the spikes feeding a layer flip from one
+    prefix to the next). Keeping y = W x_old from the last run, the outputs for x_new are
+
+        y_new = y + W (x_new - x_old) = y + sum_{i : x_new_i != x_old_i} (x_new_i - x_old_i) W[:, i]
+
+    one column of W added or subtracted per flipped input, and nothing for the rest. Section 5
+    times it against the dense product at several flip fractions (``linear_delta_into``;
+    ``snnvae.latent.bernoulli._PrefixNetwork`` uses it in the model).
+
 In ``snnvae``: ``snnvae/kernels/event_driven.py``: ``event_linear_forward``,
 ``event_conv2d_forward`` (same arguments as ``linear_forward`` and ``conv2d_forward`` of
 ``numpy_ref``), ``firing_rate``, ``check_binary``; the dense kernels of ``snnvae.kernels.cpu``
@@ -71,9 +84,12 @@ What this lesson checks (exit status 1 if any fails):
   * at the FSVAE paper's layer shapes, at every firing rate timed, the event-driven result
     equals the dense one at float32 tolerance. (The timings themselves are reported, not
     checked: they depend on the machine and its load.)
+  * a delta update moves y = W x_old to W x_new (NumPy reference and Numba), by hand on one
+    row and at every flip fraction timed.
 
-Figure: ``12_dense_vs_event.png`` (time against firing rate for both layers, the break-even
-rates, and the real encoder spikes' point).
+Figures: ``12_dense_vs_event.png`` (time against firing rate for both layers, the break-even
+rates, and the real encoder spikes' point); ``12_delta_update.png`` (dense product against
+delta update, time against the fraction of inputs that changed).
 
 Run:  python lessons/12_event_driven_spiking_layers.py [--fast] [--out DIR] [--seed S]
 """
@@ -90,7 +106,8 @@ from snnvae import Tensor, nn, no_grad
 from snnvae.data import load_embedded_mnist, to_signed_unit
 from snnvae.kernels import cpu, numpy_ref
 from snnvae.kernels.event_driven import (check_binary, event_conv2d_forward,
-                                         event_linear_forward, firing_rate)
+                                         event_linear_forward, firing_rate,
+                                         linear_delta_into)
 from snnvae.metrics.operations import count_operations
 
 F32 = dict(rtol=1e-5, atol=1e-5)        # "equal at float32 tolerance"
@@ -327,6 +344,58 @@ def main():
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3, which="both")
     save_figure(fig, args.out, "12_dense_vs_event.png")
+
+    # -----------------------------------------------------------------------------------------
+    section("5. a layer re-run on an input that barely changed: delta updates")
+    x_old = np.array([[1.0, 0.0, 1.0, 1.0]])
+    x_new = np.array([[1.0, 1.0, 1.0, 0.0]])                 # input 1 starts, input 3 stops
+    y = numpy_ref.linear_forward(x_old, W, None)
+    by_hand = y[0] + W[:, 1] - W[:, 3]
+    linear_delta_into(y, x_new, x_old, np.ascontiguousarray(W.T))
+    print(f"  W x_old = {numpy_ref.linear_forward(x_old, W, None)[0]}; inputs 1 on, 3 off -> "
+          f"+ W[:, 1] - W[:, 3] = {y[0]}")
+    chk.equal("delta update == W x_old + W[:, 1] - W[:, 3] == W x_new", y[0], by_hand)
+    chk.equal("delta update == dense W x_new", y, numpy_ref.linear_forward(x_new, W, None))
+
+    fractions = [0.01, 0.1, 0.3] if args.fast else [0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3]
+    w_t = np.ascontiguousarray(w_lin.T)                      # (F_in, F_out), laid out once
+    x_before = spikes(rng, (M, F_in), 0.29)                  # the posterior's rate
+    y_before = cpu.linear_forward(x_before, w_lin, b_lin)
+    print(f"  linear {F_in} -> {F_out}, M = {M} rows, inputs firing at 0.29; y = W x_old + b "
+          f"kept from the last run")
+    rows, d_ms, u_ms = [], [], []
+    for fraction in fractions:
+        flips = rng.random(x_before.shape) < fraction
+        x_after = np.where(flips, 1 - x_before, x_before).astype(np.float32)
+        want = cpu.linear_forward(x_after, w_lin, b_lin)
+        got = linear_delta_into(y_before.copy(), x_after, x_before, w_t)
+        reference = numpy_ref.linear_delta_into(y_before.copy(), x_after, x_before, w_t)
+        equal = bool(np.allclose(got, want, **F32) and np.allclose(reference, want, **F32))
+        chk.check(f"delta update at {fraction:g} flipped == dense (float32 tolerance)", equal,
+                  f"max abs err {np.abs(got - want).max():.1e}")
+        scratch = y_before.copy()
+
+        def delta():
+            np.copyto(scratch, y_before)
+            linear_delta_into(scratch, x_after, x_before, w_t)
+        td, tu = best_times([lambda: cpu.linear_forward(x_after, w_lin, b_lin), delta], repeats)
+        d_ms.append(td)
+        u_ms.append(tu)
+        rows.append([f"{fraction:g}", f"{flips.mean() * M * F_in * F_out / 1e6:,.1f}", f"{td:.2f}",
+                     f"{tu:.2f}", f"{td / tu:.2f}x", "yes" if equal else "NO"])
+    table(rows, ["flipped", "adds (M)", "dense ms", "delta ms", "speed-up", "equal"])
+    print("  (the delta time includes restoring y from its saved copy, which the model does "
+          "not need: it updates y in place)")
+    fig, ax = plt.subplots(figsize=(5.6, 4.2))
+    ax.plot(fractions, d_ms, "o-", label="dense W x_new (BLAS)")
+    ax.plot(fractions, u_ms, "s-", label="delta: y + W (x_new - x_old)")
+    ax.axvspan(0.01, 0.1, color="gray", alpha=0.15, label="FSVAE posterior prefixes")
+    ax.set(xscale="log", yscale="log", xlabel="fraction of inputs that changed",
+           ylabel="time (ms)", title=f"linear {F_in} -> {F_out}, {M} rows")
+    ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, which="both")
+    save_figure(fig, args.out, "12_delta_update.png")
 
     chk.finish()
 
