@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from snnvae import backend
-from snnvae.kernels import cpu, numpy_ref
+from snnvae.kernels import cpu, gemm_conv, numpy_ref
 
 TOL = {np.float32: dict(rtol=2e-5, atol=2e-5), np.float64: dict(rtol=1e-11, atol=1e-12)}
 DTYPES = [np.float32, np.float64]
@@ -24,12 +24,16 @@ def test_both_backends_expose_identical_kernels():
         assert callable(getattr(numpy_ref, name)) and callable(getattr(cpu, name)), name
 
 
-@pytest.fixture(params=["one chunk", "one image per chunk", "no shifted path"])
+@pytest.fixture(params=["one chunk", "one image per chunk", "one image per chunk, no workers",
+                        "no shifted path"])
 def conv_chunking(request, monkeypatch):
-    """The Numba convolutions work on chunks of images; also check them with many chunks, and
-    with the GEMM path for the stride-1 layers with few channels that ``shifted`` would take."""
-    if request.param == "one image per chunk":
-        monkeypatch.setattr(cpu, "_CHUNK_ELEMENTS", 1)
+    """The Numba convolutions work on chunks of images; also check them with many chunks (taken
+    by worker threads, or one after the other), and with the GEMM path for the stride-1 layers
+    with few channels that ``shifted`` would take."""
+    if request.param.startswith("one image per chunk"):
+        monkeypatch.setattr(gemm_conv, "_CHUNK_ELEMENTS", 1)
+    if request.param.endswith("no workers"):
+        monkeypatch.setattr(gemm_conv, "_WORKERS", False)
     if request.param == "no shifted path":
         monkeypatch.setattr(cpu, "_SHIFTED_MAX_CHANNELS", 0)
     return request.param
@@ -174,7 +178,7 @@ def test_im2col_writes_every_element(size, k, stride, pad):
     out = (size + 2 * pad - k) // stride + 1
     filled = [np.full((3 * k * k, 2 * out * out), fill, np.float32) for fill in (0.0, np.nan)]
     for cols in filled:
-        cpu._im2col(x, cols, cpu._tap_offsets(size, size, k, k, stride, pad, out, out))
+        gemm_conv._im2col(x, cols, gemm_conv._tap_offsets(size, size, k, k, stride, pad, out, out))
     np.testing.assert_array_equal(filled[0], filled[1])
     w = np.random.default_rng(4).standard_normal((2, 3, k, k)).astype(np.float32)
     y = (w.reshape(2, -1) @ filled[1]).reshape(2, 2, out, out).transpose(1, 0, 2, 3)
@@ -184,7 +188,7 @@ def test_im2col_writes_every_element(size, k, stride, pad):
     c = np.random.default_rng(5).standard_normal(filled[0].shape)
     back = [np.full((2, 3, size, size), fill) for fill in (0.0, np.nan)]
     for b in back:
-        cpu._col2im(c, b, np.zeros(3), cpu._tap_offsets(size, size, k, k, stride, pad, out, out))
+        gemm_conv._col2im(c, b, np.zeros(3), gemm_conv._tap_offsets(size, size, k, k, stride, pad, out, out))
     np.testing.assert_array_equal(back[0], back[1])
     assert np.vdot(filled[0].astype(np.float64), c) == pytest.approx(np.vdot(x, back[0]), rel=1e-6)
 

@@ -3,25 +3,24 @@
 Loops that NumPy cannot vectorise well (the LIF and PSP recurrences over time, the
 im2col/col2im gathers of convolutions, per-channel reductions of tdBN) are ``@njit`` with
 ``cache=True`` so that the compiled code is reused across processes. Dense contractions are
-left to BLAS through ``numpy.matmul``, except where one side has so few channels that the
-product is a matrix-vector one and the patch matrix around it costs more than the arithmetic
-(``shifted``), or where the input is mostly zeros (``scatter``; in eval mode a whole decoder
-block, transposed conv -> tdBN -> LIF, in one pass: ``scatter_block``).
+left to BLAS through ``numpy.matmul`` (convolutions: im2col/col2im and one product per chunk
+of images, one worker thread per core: ``gemm_conv``), except where one side has so few
+channels that the product is a matrix-vector one and the patch matrix around it costs more
+than the arithmetic (``shifted``), or where the input is mostly zeros (``scatter``; in eval
+mode a whole decoder block, transposed conv -> tdBN -> LIF, in one pass: ``scatter_block``).
 
-Parallelism: ``prange`` splits neurons (LIF, PSP), rows of the patch matrix (im2col), (image,
-channel) maps (col2im), images (the scatter and shifted convolutions), samples (the decoder
-block, which walks time) or channels (tdBN) over the cores; each iteration writes only its own
-slice, so no two threads touch the same output element.
+Parallelism: ``prange`` splits neurons (LIF, PSP), images (the scatter and shifted
+convolutions), samples (the decoder block, which walks time) or channels (tdBN) over the
+cores; each iteration writes only its own slice, so no two threads touch the same output
+element. The dense convolutions hand whole chunks of images to worker threads instead.
 """
 from __future__ import annotations
-
-import functools
 
 import numba
 import numpy as np
 from numba import njit, prange
 
-from . import scatter, scatter_block, shifted
+from . import gemm_conv, scatter, scatter_block, shifted
 from .event_driven import linear_delta_into  # noqa: F401
 from .neuron_steps import bn_lif_step
 # Linear layers: the reference already is one BLAS call each way, so both backends share it.
@@ -30,118 +29,6 @@ from .numpy_ref import (compose_block_eval, conv_out_size,  # noqa: F401
                         membrane_coefficients)
 
 _JIT = dict(cache=True, nogil=True)
-
-# --------------------------------------------------------------------------------------------
-# Convolutions as GEMMs over chunks of images. im2col writes the patches of c images side by
-# side:
-#     cols[(ch, p, q), b*L + (i*Wo + j)] = x[b, ch, i*s - pad + p, j*s - pad + q]    (K x c*L)
-# so that W (C_out x K) @ cols is one large matrix product even when the feature maps are tiny
-# (2 x 2 in the FSVAE bottleneck), where one product per image would waste BLAS. The same index
-# map read backwards (col2im, a scatter-add) is the input gradient of a convolution and the
-# forward pass of a transposed convolution.
-#
-# Why chunks: for the large feature maps (the decoder's last 32 x 32 layers) the patch matrix
-# of a whole batch is tens of MB, so writing it and reading it back runs at memory speed. The
-# images are taken c at a time, c chosen so that the patch matrix stays near _CHUNK_ELEMENTS
-# (a few MB, cache-sized); small layers still get all images in one chunk.
-# --------------------------------------------------------------------------------------------
-
-_CHUNK_ELEMENTS = 1 << 19
-
-
-def _image_chunks(B, per_image):
-    """[start, stop) ranges of images whose patch matrices hold about _CHUNK_ELEMENTS each."""
-    step = max(1, min(B, _CHUNK_ELEMENTS // max(per_image, 1)))
-    return [(b0, min(B, b0 + step)) for b0 in range(0, B, step)]
-
-
-@functools.lru_cache(maxsize=64)
-def _tap_offsets(H, W, kh, kw, stride, pad, Ho, Wo):
-    """offsets[p*kw + q, i*Wo + j] = h*W + v, the flat index in an (H, W) map of the input that
-    output (i, j) reads through kernel tap (p, q) (h = i*stride - pad + p, v likewise), or -1
-    where that falls in the zero padding. Shape (kh*kw, Ho*Wo), int64, read-only (cached)."""
-    i = np.arange(Ho)[:, None]
-    j = np.arange(Wo)[None, :]
-    offsets = np.empty((kh * kw, Ho * Wo), dtype=np.int64)
-    for p in range(kh):
-        for q in range(kw):
-            h, v = i * stride - pad + p, j * stride - pad + q
-            inside = (h >= 0) & (h < H) & (v >= 0) & (v < W)
-            offsets[p * kw + q] = np.where(inside, h * W + v, -1).ravel()
-    offsets.flags.writeable = False
-    return offsets
-
-
-@njit(parallel=True, **_JIT)
-def _im2col(x, cols, offsets):
-    """Writes every element of cols: cols[(c, t), b*L + k] = x[b, c].flat[offsets[t, k]], or 0
-    where the offset is -1. One long gather per (row, image) instead of a short copy per output
-    row: with 2 x 2 to 16 x 16 outputs those copies were 2 to 16 values long, and their call
-    overhead made im2col 2-7x slower."""
-    B, C = x.shape[0], x.shape[1]
-    planes = x.reshape(B, C, -1)
-    taps, L = offsets.shape
-    zero = cols.dtype.type(0)
-    for row in prange(C * taps):
-        c = row // taps
-        offset = offsets[row % taps]
-        for b in range(B):
-            base = b * L
-            for k in range(L):
-                m = offset[k]
-                value = planes[b, c, max(m, 0)]     # read at a safe index, then select
-                cols[row, base + k] = value if m >= 0 else zero
-
-
-def im2col(x, kh, kw, stride, pad, Ho, Wo):
-    """x (B, C, H, W) -> cols (C*kh*kw, B*Ho*Wo); zero where the window leaves the image."""
-    B, C, H, W = x.shape
-    cols = np.empty((C * kh * kw, B * Ho * Wo), dtype=x.dtype)
-    _im2col(np.ascontiguousarray(x), cols, _tap_offsets(H, W, kh, kw, stride, pad, Ho, Wo))
-    return cols
-
-
-@njit(parallel=True, **_JIT)
-def _col2im(cols, x, init, offsets):
-    """x[b, c] = init[c] + the scatter-add of cols through offsets (the adjoint of _im2col);
-    every element of x is written. One thread per (image, channel) map: no two threads add
-    into the same element, and each element sums its taps in order."""
-    B, C = x.shape[0], x.shape[1]
-    planes = x.reshape(B, C, -1)
-    taps, L = offsets.shape
-    for bc in prange(B * C):
-        b = bc // C
-        c = bc % C
-        plane = planes[b, c]
-        plane[:] = init[c]
-        for t in range(taps):
-            offset = offsets[t]
-            src = cols[c * taps + t, b * L:(b + 1) * L]
-            for k in range(L):
-                m = offset[k]
-                if m >= 0:
-                    plane[m] += src[k]
-
-
-def _col2im_into(cols, x, init, kh, kw, stride, pad, Ho, Wo):
-    """``_col2im`` (the adjoint of ``im2col``: cols (C*kh*kw, B*Ho*Wo) -> x (B, C, H, W),
-    summing overlaps, plus init per channel) into x, contiguous, with the offsets of its
-    geometry."""
-    H, W = x.shape[2:]
-    _col2im(cols, x, init, _tap_offsets(H, W, kh, kw, stride, pad, Ho, Wo))
-
-
-def _to_channel_major(a):
-    """(B, C, ...) -> (C, B * prod(...)) contiguous."""
-    B, C = a.shape[:2]
-    return np.ascontiguousarray(a.reshape(B, C, -1).transpose(1, 0, 2)).reshape(C, -1)
-
-
-def _store_batch_major(a2, out):
-    """a2 (C, B * L) -> out (B, C, ...) in place."""
-    B, C = out.shape[:2]
-    np.copyto(out.reshape(B, C, -1), a2.reshape(C, B, -1).transpose(1, 0, 2))
-
 
 # Stride-1 layers with at most this many channels on one side (the decoder's last layer, 32 ->
 # 1) skip the GEMM: as a 1-row matrix product it is all patch-matrix traffic (``shifted``,
@@ -158,35 +45,13 @@ def _takes_shifted_path(w, stride, padding):
 def conv2d_forward(x, w, b, stride, padding):
     if _takes_shifted_path(w, stride, padding):
         return shifted.conv2d_forward(x, w, b, padding)
-    B, C_in, H, W = x.shape
-    C_out, _, kh, kw = w.shape
-    Ho, Wo = conv_out_size(H, kh, stride, padding), conv_out_size(W, kw, stride, padding)
-    w2 = w.reshape(C_out, -1)
-    y = np.empty((B, C_out, Ho, Wo), dtype=np.result_type(x, w))
-    for b0, b1 in _image_chunks(B, w2.shape[1] * Ho * Wo):
-        y2 = w2 @ im2col(x[b0:b1], kh, kw, stride, padding, Ho, Wo)
-        if b is not None:
-            y2 += b[:, None]
-        _store_batch_major(y2, y[b0:b1])
-    return y
+    return gemm_conv.conv2d_forward(x, w, b, stride, padding)
 
 
 def conv2d_backward(gy, x, w, stride, padding, has_bias):
     if _takes_shifted_path(w, stride, padding):
         return shifted.conv2d_backward(gy, x, w, padding, has_bias)
-    B, C_in, H, W = x.shape
-    C_out, _, kh, kw = w.shape
-    Ho, Wo = gy.shape[2:]
-    w2 = w.reshape(C_out, -1)
-    gw = np.zeros_like(w2)
-    gx = np.empty_like(x)
-    zero = np.zeros(C_in, dtype=x.dtype)
-    for b0, b1 in _image_chunks(B, w2.shape[1] * Ho * Wo):
-        g2 = _to_channel_major(gy[b0:b1])
-        gw += g2 @ im2col(x[b0:b1], kh, kw, stride, padding, Ho, Wo).T
-        _col2im_into(w2.T @ g2, gx[b0:b1], zero, kh, kw, stride, padding, Ho, Wo)
-    gb = gy.sum(axis=(0, 2, 3)) if has_bias else None
-    return gx, gw.reshape(w.shape), gb
+    return gemm_conv.conv2d_backward(gy, x, w, stride, padding, has_bias)
 
 
 # --------------------------------------------------------------------------------------------
@@ -219,33 +84,13 @@ def conv_transpose2d_forward(x, w, b, stride, padding, output_padding):
 def _conv_transpose2d_dense(x, w, b, stride, padding, output_padding):
     if output_padding == 0 and _takes_shifted_path(w, stride, padding):
         return shifted.conv_transpose2d_forward(x, w, b, padding)
-    B, C_in, H, W = x.shape
-    _, C_out, kh, kw = w.shape
-    Ho = conv_transpose_out_size(H, kh, stride, padding, output_padding)
-    Wo = conv_transpose_out_size(W, kw, stride, padding, output_padding)
-    y = np.empty((B, C_out, Ho, Wo), dtype=np.result_type(x, w))
-    init = scatter.bias_init(b, C_out, y.dtype)
-    wt = w.reshape(C_in, -1).T
-    for b0, b1 in _image_chunks(B, wt.shape[0] * H * W):
-        cols = wt @ _to_channel_major(x[b0:b1])
-        _col2im_into(cols, y[b0:b1], init, kh, kw, stride, padding, H, W)
-    return y
+    return gemm_conv.conv_transpose2d_forward(x, w, b, stride, padding, output_padding)
 
 
 def conv_transpose2d_backward(gy, x, w, stride, padding, has_bias):
     if _takes_shifted_path(w, stride, padding):
         return shifted.conv_transpose2d_backward(gy, x, w, padding, has_bias)
-    B, C_in, H, W = x.shape
-    _, C_out, kh, kw = w.shape
-    w2 = w.reshape(C_in, -1)
-    gw = np.zeros_like(w2)
-    gx = np.empty_like(x)
-    for b0, b1 in _image_chunks(B, w2.shape[1] * H * W):
-        gcols = im2col(gy[b0:b1], kh, kw, stride, padding, H, W)
-        _store_batch_major(w2 @ gcols, gx[b0:b1])
-        gw += _to_channel_major(x[b0:b1]) @ gcols.T
-    gb = gy.sum(axis=(0, 2, 3)) if has_bias else None
-    return gx, gw.reshape(w.shape), gb
+    return gemm_conv.conv_transpose2d_backward(gy, x, w, stride, padding, has_bias)
 
 
 # --------------------------------------------------------------------------------------------
