@@ -47,6 +47,7 @@ _JIT = dict(cache=True, nogil=True)
 
 _CHUNK_ELEMENTS = 1 << 18
 _WORKERS = True      # False: one chunk after the other with parallel gathers and BLAS threads
+_MIN_CHUNKS_PER_WORKER = 4   # fewer chunks: one after the other (the split would not balance)
 
 
 def _image_chunks(B, per_image):
@@ -198,13 +199,13 @@ def _run_chunks(B, per_image, body, partial_shape=None, dtype=None):
     ``partial`` is the chunk's own zeroed (partial_shape) array of dtype (or None), returned
     summed over the chunks in chunk order (or None).
 
-    With more than one chunk and Numba threads, and where the BLAS threads can be set, one
-    worker per thread takes chunks as it finishes them (``serial=True``: serial gathers, one
+    With at least _MIN_CHUNKS_PER_WORKER chunks for each of two or more Numba threads, and where
+    the BLAS threads can be set, one worker per thread takes chunks as it finishes them (``serial=True``: serial gathers, one
     BLAS thread); otherwise the chunks run one after the other (``serial=False``)."""
     chunks = _image_chunks(B, per_image)
     partials = (None if partial_shape is None
                 else np.zeros((len(chunks), *partial_shape), dtype=dtype))
-    workers = min(numba.get_num_threads(), len(chunks))
+    workers = min(numba.get_num_threads(), len(chunks) // _MIN_CHUNKS_PER_WORKER)
 
     def run(k, serial):
         b0, b1 = chunks[k]
