@@ -20,6 +20,7 @@ KERNEL_NAMES = (
     "tdbn_forward_train", "tdbn_forward_eval", "tdbn_backward_train", "tdbn_backward_eval",
     "lif_forward", "lif_backward", "lif_step",
     "tdbn_lif_forward_train", "tdbn_lif_forward_eval", "tdbn_lif_backward",
+    "tdbn_lif_membrane_forward_train", "tdbn_lif_membrane_backward",
     "conv_transpose2d_tdbn_lif_forward_eval", "conv_transpose2d_tdbn_lif_membrane_eval",
     "psp_forward", "psp_backward",
     "membrane_forward", "membrane_backward",

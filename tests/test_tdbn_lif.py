@@ -150,3 +150,88 @@ def test_the_fused_block_is_what_spiking_layers_run_and_unfused_blocks_switches_
     np.testing.assert_array_equal(fused.data, separate.data)
     with backend.use("numpy"):
         np.testing.assert_array_equal(block(x).data, fused.data)
+
+
+# --------------------------------------------------------------------------------------------
+# tdBN -> LIF -> weighted sum over time (the read-out's last block in training)
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("smooth", [False, True])
+@pytest.mark.parametrize("detach_reset", [False, True])
+def test_summed_block_equals_the_spikes_then_the_membrane_output(backend_name, dtype, smooth,
+                                                                 detach_reset):
+    """F.td_batch_norm_lif_membrane == membrane_output(td_batch_norm_lif(training)): the sum,
+    every gradient and the running statistics."""
+    rng = np.random.default_rng(5)
+    shape = (5, 3, 4, 6, 6)
+    gamma, beta, rm, rv = _bn_setup(rng, shape[2], dtype)
+    x = (rng.normal(size=shape) * 1.5 + 0.3).astype(dtype)
+    g = rng.normal(size=shape[1:]).astype(dtype)
+    params = LIFParams(detach_reset=detach_reset)
+    results = []
+    for fused in (True, False):
+        xt = Tensor(x.copy(), requires_grad=True)
+        gt, bt = Tensor(gamma.copy(), requires_grad=True), Tensor(beta.copy(), requires_grad=True)
+        m, v = rm.copy(), rv.copy()
+        if fused:
+            out = F.td_batch_norm_lif_membrane(xt, gt, bt, m, v, scale=0.4, lif_params=params,
+                                               smooth=smooth, decay=0.7)
+        else:
+            out = F.membrane_output(F.td_batch_norm_lif(xt, gt, bt, m, v, training=True,
+                                                        scale=0.4, lif_params=params,
+                                                        smooth=smooth), 0.7)
+        (out * Tensor(g)).sum().backward()
+        results.append((out.data, xt.grad, gt.grad, bt.grad, m, v))
+    tol = dict(rtol=2e-5, atol=2e-5) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-12)
+    assert results[0][0].shape == shape[1:] and np.ptp(results[0][0]) > 0.5
+    for name, a, b in zip(("sum", "x", "gamma", "beta", "running mean", "running var"),
+                          *results):
+        scale = max(np.abs(b).max(), 1e-30)
+        np.testing.assert_allclose(a / scale, b / scale, err_msg=name, **tol)
+
+
+def test_summed_block_by_finite_differences(backend_name):
+    rng = np.random.default_rng(6)
+    C = 3
+    gamma, beta, rm, rv = _bn_setup(rng, C, np.float64)
+    gamma_t, beta_t = Tensor(gamma, requires_grad=True), Tensor(beta, requires_grad=True)
+    x = Tensor(rng.normal(size=(6, 2, C, 5)) + 0.5, requires_grad=True)
+    R = Tensor(rng.normal(size=(2, C, 5)))
+
+    def fn():
+        return (F.td_batch_norm_lif_membrane(x, gamma_t, beta_t, rm.copy(), rv.copy(), scale=0.4,
+                                             smooth=True, decay=0.8) * R).sum()
+
+    results = grad_check(fn, [x, gamma_t, beta_t], ["x", "gamma", "beta"], spike="spike")
+    assert all(r.passed for r in results), "\n".join(map(str, results))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(4, 3, 5, 1), (3, 2, 3, 100), (2, 5, 2, 1500)])
+def test_summed_block_kernels_match_the_reference(dtype, shape):
+    rng = np.random.default_rng(7)
+    gamma, beta, _, _ = _bn_setup(rng, shape[2], dtype)
+    x = (rng.normal(size=shape) + 0.5).astype(dtype)
+    g = rng.normal(size=shape[1:]).astype(dtype)
+    lif = (0.2, 0.25, 0.5, 0.0, False)
+    outs = {}
+    for name, k in (("numpy", numpy_ref), ("cpu", cpu)):
+        summed, mean, var, invstd = k.tdbn_lif_membrane_forward_train(x, gamma, beta, 0.2, 1e-5,
+                                                                      *lif, 0.8)
+        grads = k.tdbn_lif_membrane_backward(g, x, mean, invstd, gamma, beta, 0.2, *lif, False,
+                                             0.8)
+        outs[name] = (summed, mean, var, invstd, *grads)
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    for name, a, b in zip(("sum", "mean", "var", "invstd", "gx", "gamma", "beta"),
+                          outs["cpu"], outs["numpy"]):
+        assert a.dtype == b.dtype == dtype, name
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol * np.abs(b).max(), err_msg=name)
+    assert np.ptp(outs["numpy"][0]) > 0
+
+
+def test_summed_block_needs_training_mode():
+    bn = nn.TdBatchNorm(3).eval()
+    with pytest.raises(RuntimeError, match="training mode"):
+        bn.forward_then_lif_summed(Tensor(np.zeros((2, 1, 3, 4))), nn.LIF(), 0.8)

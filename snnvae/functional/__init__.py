@@ -5,7 +5,7 @@ from .tensor_ops import (abs, add, clip, concat, detach, div, exp, gather, getit
 from .linear import linear, update_linear_outputs
 from .conv import conv2d, conv_transpose2d
 from .batchnorm import batch_norm, td_batch_norm
-from .tdbn_lif import td_batch_norm_lif
+from .tdbn_lif import td_batch_norm_lif, td_batch_norm_lif_membrane
 from .decoder_block import conv_transpose2d_tdbn_lif_eval, conv_transpose2d_tdbn_lif_membrane_eval
 from .lif import (LIFParams, current_spike_mode, lif, lif_step, lif_unrolled, smooth_spike,
                   spike_mode)

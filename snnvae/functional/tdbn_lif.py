@@ -76,3 +76,49 @@ def td_batch_norm_lif(x, gamma, beta, running_mean, running_var, *, training, sc
         update_running_statistics(running_mean, running_var, stats["mean"], stats["var"],
                                   stats["n"], momentum, x.shape)
     return o
+
+
+class TdBNLIFMembrane(Function):
+    """tdBN (batch statistics) -> LIF -> sum_t decay^(T-1-t) o_t, training mode: saves only x,
+    like ``TdBNLIF``; neither the spikes nor their gradient exist as (T, N, C, S) arrays on the
+    CPU (the sum is taken as the spikes are made, and backward forms decay^(T-1-t) g step by
+    step)."""
+
+    @staticmethod
+    def forward(ctx, x, gamma, beta, scale, eps, p: LIFParams, smooth, decay, stats_out):
+        x4 = _as_tncs(x)
+        summed, mean, var, invstd = backend.kernels().tdbn_lif_membrane_forward_train(
+            x4, gamma, beta, scale, eps, p.vth, p.tau, p.aa, p.window_center, smooth, decay)
+        stats_out.update(mean=mean, var=var, n=x4.shape[0] * x4.shape[1] * x4.shape[3])
+        ctx.save_for_backward(x4, mean, invstd, gamma, beta, scale, p, smooth, decay, x.shape)
+        return summed.reshape(x.shape[1:])
+
+    @staticmethod
+    def backward(ctx, g):
+        x4, mean, invstd, gamma, beta, scale, p, smooth, decay, shape = ctx.saved
+        gx, ggamma, gbeta = backend.kernels().tdbn_lif_membrane_backward(
+            contiguous(g).reshape(x4.shape[1:]), x4, mean, invstd, gamma, beta, scale, p.vth,
+            p.tau, p.aa, p.window_center, smooth, p.detach_reset, decay)
+        return gx.reshape(shape), ggamma, gbeta, None, None, None, None, None, None
+
+
+def td_batch_norm_lif_membrane(x, gamma, beta, running_mean, running_var, *, scale=0.2,
+                               lif_params: LIFParams = LIFParams(), smooth=False, momentum=0.1,
+                               eps=1e-5, decay=0.8):
+    """sum_t decay^(T-1-t) o_t (N, C, ...) for the spikes o = LIF(tdBN(x)) of a time-first x
+    (T, N, C, ...), in training mode (batch statistics; the running ones updated in place):
+    ``membrane_output(td_batch_norm_lif(x, ..., training=True), decay)`` as one operation."""
+    x, gamma, beta = as_tensor(x), as_tensor(gamma), as_tensor(beta)
+    check_float("td_batch_norm_lif_membrane input", x.data)
+    check_same_dtype("td_batch_norm_lif_membrane", x=x.data, gamma=gamma.data, beta=beta.data)
+    C = x.shape[2] if x.ndim >= 3 else None
+    if C is None or gamma.shape != (C,) or beta.shape != (C,) or running_mean.shape != (C,):
+        raise ValueError(f"td_batch_norm_lif_membrane: input of shape {x.shape} must be "
+                         f"(T, N, C, ...) with gamma/beta/running stats of shape (C,), got "
+                         f"{gamma.shape}/{beta.shape}/{running_mean.shape}")
+    stats = {}
+    summed = TdBNLIFMembrane.apply(x, gamma, beta, float(scale), eps, lif_params, bool(smooth),
+                                   float(decay), stats)
+    update_running_statistics(running_mean, running_var, stats["mean"], stats["var"],
+                              stats["n"], momentum, x.shape)
+    return summed

@@ -318,11 +318,13 @@ def lif_step(x_t, u_prev, o_prev, vth, tau):
 
 
 @njit(**_JIT)
-def _lif_grad_step(go, u, o, gu_next, gy, tau, center, inv_width, aa, zero, one, detach_reset):
+def _lif_grad_step(go, go_scale, u, o, gu_next, gy, tau, center, inv_width, aa, zero, one,
+                   detach_reset):
     """One step of the LIF gradient recurrence (numpy_ref.lif_backward) on 1-D slices of
-    neurons; gu_next (the gradient from step t + 1) becomes this step's gy."""
+    neurons, for the spikes' gradient go_scale * go (go_scale 1 leaves go exactly as it is);
+    gu_next (the gradient from step t + 1) becomes this step's gy."""
     for i in range(go.shape[0]):
-        g = go[i]
+        g = go[i] * go_scale
         if not detach_reset:
             g = g - tau * u[i] * gu_next[i]
         sg = inv_width if abs(u[i] - center) < aa else zero
@@ -340,8 +342,8 @@ def _lif_backward(go, u, o, gx, tau, inv_width, aa, center, one, zero, detach_re
         hi = min(lo + _BLOCK, M)
         gu_next = np.zeros(hi - lo, dtype=go.dtype)
         for t in range(T - 1, -1, -1):
-            _lif_grad_step(go[t, lo:hi], u[t, lo:hi], o[t, lo:hi], gu_next, gx[t, lo:hi], tau,
-                           center, inv_width, aa, zero, one, detach_reset)
+            _lif_grad_step(go[t, lo:hi], one, u[t, lo:hi], o[t, lo:hi], gu_next, gx[t, lo:hi],
+                           tau, center, inv_width, aa, zero, one, detach_reset)
 
 
 def lif_backward(go, u, o, tau, aa, center, detach_reset):
@@ -403,12 +405,15 @@ def _accumulate_bn_sums(gy, x, mean, invstd, acc_gy, acc_gy_xhat):
 
 
 @njit(parallel=True, **_JIT)
-def _bn_lif_backward_spikes(go, x, S, mean, invstd, gain, beta, gy, sums, vth, tau, width,
-                            center, half, inv_width, aa, one, zero, smooth, detach_reset):
-    """gy = dL/dy through the LIF, for go, x, gy (T, N, J); per-neuron constants (J,).
+def _bn_lif_backward_spikes(go, go_scale, x, S, mean, invstd, gain, beta, gy, sums, vth, tau,
+                            width, center, half, inv_width, aa, one, zero, smooth, detach_reset):
+    """gy = dL/dy through the LIF, for x, gy (T, N, J) and the spikes' gradient at step t
+    go_scale[t] * go[t] (go (T, N, J), go_scale ones), or go_scale[t] * go[0] (go (1, N, J):
+    the gradient of the spikes' weighted sum over time); per-neuron constants (J,).
     sums[item, 0, c] and sums[item, 1, c] collect sum(gy) and sum(gy * xhat) of channel
     c = j // S over the item's neurons (float64)."""
     T, N, J = x.shape
+    shared = go.shape[0] == 1
     nchunks = (J + _BLOCK - 1) // _BLOCK
     for item in prange(N * nchunks):
         n, j0, j1 = _neuron_block(item, nchunks, J)
@@ -424,7 +429,8 @@ def _bn_lif_backward_spikes(go, x, S, mean, invstd, gain, beta, gy, sums, vth, t
         acc_gy_xhat = np.zeros(nb)
         for t in range(T - 1, -1, -1):
             gy_t = gy[t, n, j0:j1]
-            _lif_grad_step(go[t, n, j0:j1], u[t + 1], o[t + 1], gu_next, gy_t, tau, center,
+            go_t = go[0, n, j0:j1] if shared else go[t, n, j0:j1]
+            _lif_grad_step(go_t, go_scale[t], u[t + 1], o[t + 1], gu_next, gy_t, tau, center,
                            inv_width, aa, zero, one, detach_reset)
             _accumulate_bn_sums(gy_t, x[t, n, j0:j1], m, iv, acc_gy, acc_gy_xhat)
         for i in range(nb):
@@ -483,6 +489,42 @@ def tdbn_lif_forward_train(x, gamma, beta, scale, eps, vth, tau, aa, center, smo
     return o, mean, var, invstd
 
 
+@njit(parallel=True, **_JIT)
+def _bn_lif_forward_summed(x, mean, invstd, gain, beta, coef, out, vth, tau, width, center, half,
+                           one, zero, smooth):
+    """out (N, J) = sum_t coef[t] o_t for the spikes o of x (T, N, J) (_bn_lif_forward's
+    arithmetic); the spikes live in two local rows per block, never in a (T, N, J) array."""
+    T, N, J = x.shape
+    nchunks = (J + _BLOCK - 1) // _BLOCK
+    for item in prange(N * nchunks):
+        n, j0, j1 = _neuron_block(item, nchunks, J)
+        u = np.zeros((2, j1 - j0), dtype=x.dtype)
+        o = np.zeros((2, j1 - j0), dtype=x.dtype)
+        acc = out[n, j0:j1]
+        acc[:] = zero
+        for t in range(T):
+            bn_lif_step(x[t, n, j0:j1], mean[j0:j1], invstd[j0:j1], gain[j0:j1], beta[j0:j1],
+                        u[t % 2], o[t % 2], u[(t + 1) % 2], o[(t + 1) % 2], vth, tau, width,
+                        center, half, one, zero, smooth)
+            c = coef[t]
+            spikes = o[(t + 1) % 2]
+            for i in range(j1 - j0):
+                acc[i] += c * spikes[i]
+
+
+def tdbn_lif_membrane_forward_train(x, gamma, beta, scale, eps, vth, tau, aa, center, smooth,
+                                    decay):
+    T, N, C, S = x.shape
+    dt = x.dtype
+    mean, var, invstd = _batch_statistics(np.ascontiguousarray(x).reshape(T * N, C, -1), eps)
+    out = np.empty((N, C * S), dtype=dt)
+    _bn_lif_forward_summed(_neuron_view(x), _per_neuron(mean, S, dt), _per_neuron(invstd, S, dt),
+                           _per_neuron(scale * gamma, S, dt), _per_neuron(beta, S, dt),
+                           membrane_coefficients(T, decay, dt), out,
+                           *_lif_constants(dt, vth, tau, aa, center), smooth)
+    return out.reshape(N, C, S), mean, var, invstd
+
+
 def tdbn_lif_forward_eval(x, gamma, beta, scale, running_mean, running_var, eps, vth, tau, aa,
                           center, smooth):
     mean, invstd = running_mean.astype(x.dtype), _inverse_std(running_var, eps, x.dtype)
@@ -535,16 +577,38 @@ def _eval_block(x, w, b, stride, padding, output_padding, gamma, beta, scale, ru
 def tdbn_lif_backward(go, x, mean, invstd, gamma, beta, scale, vth, tau, aa, center, smooth,
                       detach_reset, batch_stats):
     dt = x.dtype
+    ones = np.ones(x.shape[0], dtype=dt)
+    return _tdbn_lif_backward(_neuron_view(go.astype(dt, copy=False)), ones, x, mean, invstd,
+                              gamma, beta, scale, vth, tau, aa, center, smooth, detach_reset,
+                              batch_stats)
+
+
+def tdbn_lif_membrane_backward(g, x, mean, invstd, gamma, beta, scale, vth, tau, aa, center,
+                               smooth, detach_reset, decay):
+    """The spikes' gradient decay^(T-1-t) g is formed step by step inside the BPTT loop, never
+    as a (T, N, C, S) array."""
+    dt = x.dtype
+    coef = membrane_coefficients(x.shape[0], decay, dt)
+    g3 = np.ascontiguousarray(g, dtype=dt).reshape(1, x.shape[1], -1)
+    return _tdbn_lif_backward(g3, coef, x, mean, invstd, gamma, beta, scale, vth, tau, aa,
+                              center, smooth, detach_reset, True)
+
+
+def _tdbn_lif_backward(go3, go_scale, x, mean, invstd, gamma, beta, scale, vth, tau, aa, center,
+                       smooth, detach_reset, batch_stats):
+    """go3 (T or 1, N, J) and go_scale (T,): see _bn_lif_backward_spikes."""
+    dt = x.dtype
     T, N, C, S = x.shape
-    x3, go3 = _neuron_view(x), _neuron_view(go.astype(dt, copy=False))
+    x3 = _neuron_view(x)
     nchunks = (C * S + _BLOCK - 1) // _BLOCK
     sums = np.zeros((N * nchunks, 2, C), dtype=np.float64)
     gx = np.empty_like(x3)
     mean_j, invstd_j = _per_neuron(mean, S, dt), _per_neuron(invstd, S, dt)
     vth_, tau_, width, center_, half, one, zero = _lif_constants(dt, vth, tau, aa, center)
-    _bn_lif_backward_spikes(go3, x3, S, mean_j, invstd_j, _per_neuron(scale * gamma, S, dt),
-                            _per_neuron(beta, S, dt), gx, sums, vth_, tau_, width, center_, half,
-                            one / width, dt.type(aa), one, zero, smooth, detach_reset)
+    _bn_lif_backward_spikes(go3, go_scale, x3, S, mean_j, invstd_j,
+                            _per_neuron(scale * gamma, S, dt), _per_neuron(beta, S, dt), gx, sums,
+                            vth_, tau_, width, center_, half, one / width, dt.type(aa), one, zero,
+                            smooth, detach_reset)
     s1, s2 = sums[:, 0].sum(axis=0).astype(dt), sums[:, 1].sum(axis=0).astype(dt)
     coef = (scale * gamma * invstd).astype(dt)
     n = T * N * S

@@ -379,6 +379,28 @@ def membrane_backward(gy, T, decay):
     return coef[:, None] * gy[None, :]
 
 
+def tdbn_lif_membrane_forward_train(x, gamma, beta, scale, eps, vth, tau, aa, center, smooth,
+                                    decay):
+    """tdBN (batch statistics) -> LIF on x (T, N, C, S), its spikes summed over time by the
+    membrane output: (sum_t decay^(T-1-t) o_t (N, C, S), mean, var, invstd). The spikes o
+    themselves are not returned (the read-out of FSVAE and ESVAE needs only their sum)."""
+    o, mean, var, invstd = tdbn_lif_forward_train(x, gamma, beta, scale, eps, vth, tau, aa,
+                                                  center, smooth)
+    T = x.shape[0]
+    return membrane_forward(o.reshape(T, -1), decay).reshape(x.shape[1:]), mean, var, invstd
+
+
+def tdbn_lif_membrane_backward(g, x, mean, invstd, gamma, beta, scale, vth, tau, aa, center,
+                               smooth, detach_reset, decay):
+    """Gradients of ``tdbn_lif_membrane_forward_train`` for g = dL/d(sum) (N, C, S): the
+    spikes' gradient at step t is decay^(T-1-t) g, then ``tdbn_lif_backward`` (batch
+    statistics) -> (gx (T, N, C, S), dL/dgamma, dL/dbeta)."""
+    T = x.shape[0]
+    go = membrane_backward(g.reshape(-1), T, decay).reshape(x.shape)
+    return tdbn_lif_backward(go, x, mean, invstd, gamma, beta, scale, vth, tau, aa, center,
+                             smooth, detach_reset, True)
+
+
 # --------------------------------------------------------------------------------------------
 # Spikes kept for backward as bytes: a weighted layer saves its input for the weight gradient,
 # and when that input is spikes (every value 0 or 1) one byte per value holds it exactly, a

@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import functional as F
-from ..autograd import Tensor, as_tensor, no_grad, records_graph
+from ..autograd import Tensor, as_tensor, no_grad
 from ..device import to_host
 from ..nn import (ConvTranspose2d, MembraneOutput, Module, Reshape, Sequential, SpikingConv2d,
                   SpikingConvTranspose2d, SpikingLinear)
@@ -105,11 +105,12 @@ class SpikingVAESkeleton(Module):
 
             sum_t d^(T-1-t) (R s_t + b) = R(sum_t d^(T-1-t) s_t) + b sum_t d^(T-1-t)
 
-        exactly, up to the order of the additions. In training (a graph to record) the block's
-        spikes s are summed by ``F.membrane_output`` and R runs on the sum: R's forward and
-        backward do 1/T of the work, and its backward sends d^(T-1-t) R^T g to step t. In
-        eval mode the block sums its spikes as it makes them (``summed_over_time``) and never
-        stores them, unless firing rates are monitored or the block is instrumented.
+        exactly, up to the order of the additions. The block sums its spikes as it makes them
+        (``summed_over_time``: in eval mode one operation, in training mode the transposed
+        convolution and a fused tdBN -> LIF -> sum whose backward hands d^(T-1-t) g to step t)
+        and never stores them; while firing rates are monitored or the block is instrumented
+        its spikes are made and then summed by ``F.membrane_output``. R then runs on N images
+        instead of T*N, forward and backward.
         None (run the modules one by one) when the read-out is not exactly block -> plain
         transposed convolution -> membrane output, or while one of them is instrumented (the
         operation counts and timers wrap a module's forward)."""
@@ -120,8 +121,7 @@ class SpikingVAESkeleton(Module):
                                                self.membrane_output_layer)):
             return None
         decay = self.membrane_output_layer.decay
-        if (block.runs_as_one_eval_op(h) and block.firing_rates is None
-                and "forward" not in vars(block) and not records_graph(*layer.parameters())):
+        if block.sums_over_time(h) and "forward" not in vars(block):
             summed = block.summed_over_time(h, decay)
         else:
             summed = F.membrane_output(block(h), decay)

@@ -145,6 +145,19 @@ class TdBatchNorm(BatchNorm):
                                    lif_params=lif.params, smooth=smooth, momentum=self.momentum,
                                    eps=self.eps)
 
+    def forward_then_lif_summed(self, x, lif, decay, smooth=False):
+        """In training mode, sum_t decay^(T-1-t) o_t for the spikes o of ``forward_then_lif``,
+        as one operation that never keeps o (``functional.td_batch_norm_lif_membrane``)."""
+        if not self.training:
+            raise RuntimeError("forward_then_lif_summed normalises with batch statistics: "
+                               "call it in training mode (in eval mode the decoder block's "
+                               "one eval operation sums its spikes)")
+        self._count_batch()
+        return F.td_batch_norm_lif_membrane(x, self.weight, self.bias, self.running_mean,
+                                            self.running_var, scale=self.scale,
+                                            lif_params=lif.params, smooth=smooth,
+                                            momentum=self.momentum, eps=self.eps, decay=decay)
+
 
 class LIF(Module):
     """Multi-step LIF neurons (no parameters); see ``snnvae.functional.lif``."""

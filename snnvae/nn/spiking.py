@@ -115,13 +115,28 @@ class SpikingConvTranspose2d(_SpikingMixin, ConvTranspose2d):
         return (self._fuses_bn_lif() and not self.bn.training and x.ndim == 5
                 and not records_graph(x, *self.parameters()))
 
+    def sums_over_time(self, x):
+        """Whether ``summed_over_time(x, decay)`` runs as one operation: the eval one (see
+        ``runs_as_one_eval_op``) or, in training mode, the transposed convolution and then
+        tdBN -> LIF -> sum over time fused; tdBN and LIF fused in either case, and no firing
+        rate to record (the spikes are never stored)."""
+        return (self._fuses_bn_lif() and x.ndim == 5 and self.firing_rates is None
+                and (self.bn.training or self.runs_as_one_eval_op(x)))
+
     def summed_over_time(self, x, decay):
-        """sum_t decay^(T-1-t) forward(x)_t (N, C_out, Ho, Wo) as one operation, which never
-        stores the spikes (``F.conv_transpose2d_tdbn_lif_membrane_eval``), for a read-out
-        that sums them so. Only where ``runs_as_one_eval_op(x)``; no firing rate is recorded."""
-        if not self.runs_as_one_eval_op(x):
-            raise RuntimeError("summed_over_time runs the eval-mode block only (see "
-                               "runs_as_one_eval_op); call forward and sum the spikes")
+        """sum_t decay^(T-1-t) forward(x)_t (N, C_out, Ho, Wo) without storing the spikes, for a
+        read-out that sums them so: in eval mode with nothing to differentiate one operation
+        (``F.conv_transpose2d_tdbn_lif_membrane_eval``); in training mode the transposed
+        convolution, then ``TdBatchNorm.forward_then_lif_summed``. Only where
+        ``sums_over_time(x)``; no firing rate is recorded."""
+        if not self.sums_over_time(x):
+            raise RuntimeError("summed_over_time needs tdBN and LIF fused, a time-first input "
+                               "and no firing-rate monitor (see sums_over_time); call forward "
+                               "and sum the spikes")
+        if self.bn.training:
+            y = ConvTranspose2d.forward(self, x)
+            return self.bn.forward_then_lif_summed(y, self.spike, decay,
+                                                   smooth=F.current_spike_mode() == "smooth")
         return F.conv_transpose2d_tdbn_lif_membrane_eval(x, decay=decay,
                                                          **self._eval_op_arguments())
 

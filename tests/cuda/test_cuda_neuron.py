@@ -222,6 +222,24 @@ def test_tdbn_lif_forward_and_backward(rng, dtype, smooth, center, detach_reset,
         assert_matches(g, w, what=name)
 
 
+@pytest.mark.parametrize("detach_reset", [False, True], ids=["reset", "detached"])
+@pytest.mark.parametrize("smooth", [False, True], ids=["spike", "smooth"])
+def test_tdbn_lif_summed_over_time_forward_and_backward(rng, dtype, smooth, detach_reset):
+    x, gamma, beta, _ = _fused_inputs(rng, dtype, 0.0, smooth, True)
+    lif_args = (VTH, TAU, AA, 0.0, smooth)
+    got = batchnorm.tdbn_lif_membrane_forward_train(x, gamma, beta, SCALE, EPS, *lif_args, 0.8)
+    want = cpu.tdbn_lif_membrane_forward_train(x, gamma, beta, SCALE, EPS, *lif_args, 0.8)
+    for name, g, w in zip(("sum", "mean", "var", "invstd"), got, want):
+        assert_matches(g, w, what=name)
+    g = rng.normal(size=FUSED_SHAPE[1:]).astype(dtype)
+    got = batchnorm.tdbn_lif_membrane_backward(g, x, want[1], want[3], gamma, beta, SCALE,
+                                               *lif_args, detach_reset, 0.8)
+    expected = cpu.tdbn_lif_membrane_backward(g, x, want[1], want[3], gamma, beta, SCALE,
+                                              *lif_args, detach_reset, 0.8)
+    for name, a, b in zip(("gx", "ggamma", "gbeta"), got, expected):
+        assert_matches(a, b, what=name)
+
+
 # --------------------------------------------------------------------------------------------
 # Where the results go
 # --------------------------------------------------------------------------------------------

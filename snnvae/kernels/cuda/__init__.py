@@ -33,7 +33,8 @@ NumPy duck arrays whose operations run here too:
 from ..numpy_ref import conv_out_size, conv_transpose_out_size  # noqa: F401
 from .batchnorm import (tdbn_backward_eval, tdbn_backward_train, tdbn_forward_eval,  # noqa: F401
                         tdbn_forward_train, tdbn_lif_backward, tdbn_lif_forward_eval,
-                        tdbn_lif_forward_train)
+                        tdbn_lif_forward_train, tdbn_lif_membrane_backward,
+                        tdbn_lif_membrane_forward_train)
 from .blocks import (conv_transpose2d_tdbn_lif_forward_eval,  # noqa: F401
                      conv_transpose2d_tdbn_lif_membrane_eval)
 from .conv import (conv2d_backward, conv2d_forward, conv_transpose2d_backward,  # noqa: F401

@@ -38,7 +38,8 @@ import numpy as np
 from numba import cuda, float64
 
 from . import launch
-from .neuron import LIF_ZERO, lif_constants, lif_update, membrane_gradient, spike_output
+from .neuron import (LIF_ZERO, lif_constants, lif_update, membrane_backward,
+                     membrane_forward, membrane_gradient, spike_output)
 from .reduce import batch_statistics, gradient_sums
 
 # --------------------------------------------------------------------------------------------
@@ -272,3 +273,22 @@ def tdbn_lif_backward(go, x, mean, invstd, gamma, beta, scale, vth, tau, aa, cen
     _input_gradient(gy3, x3, mean, invstd, True, gamma, scale, sum_gy, sum_gy_xhat,
                     batch_stats, gy3)
     return launch.like_input(host, gx, ggamma, sum_gy)
+
+
+def tdbn_lif_membrane_forward_train(x, gamma, beta, scale, eps, vth, tau, aa, center, smooth,
+                                    decay):
+    """x (T, N, C, S) -> (sum_t decay^(T-1-t) o_t (N, C, S), mean, var, invstd): the spikes,
+    then their weighted sum over time (two kernels; the spikes exist in between)."""
+    o, mean, var, invstd = tdbn_lif_forward_train(x, gamma, beta, scale, eps, vth, tau, aa,
+                                                  center, smooth)
+    summed = membrane_forward(o.reshape(o.shape[0], -1), decay)
+    return summed.reshape(o.shape[1:]), mean, var, invstd
+
+
+def tdbn_lif_membrane_backward(g, x, mean, invstd, gamma, beta, scale, vth, tau, aa, center,
+                               smooth, detach_reset, decay):
+    """g (N, C, S), x (T, N, C, S) -> (gx, dL/dgamma, dL/dbeta): the spikes' gradient
+    decay^(T-1-t) g as an array, then ``tdbn_lif_backward`` with batch statistics."""
+    go = membrane_backward(g.reshape(-1), x.shape[0], decay).reshape(x.shape)
+    return tdbn_lif_backward(go, x, mean, invstd, gamma, beta, scale, vth, tau, aa, center,
+                             smooth, detach_reset, True)
