@@ -71,7 +71,8 @@ In ``snnvae``: ``snnvae/kernels/event_driven.py``: ``event_linear_forward``,
 (the BLAS matrix product; im2col + BLAS for the conv) for the comparison. The models
 themselves use the event-driven idea where it paid off in training: the transposed
 convolutions of the decoder (``conv_transpose2d_forward`` in ``snnvae.kernels.cpu`` scatters
-the weights of the active inputs when fewer than 20 % are nonzero).
+the weights of the active inputs when fewer than 20 % are nonzero), and the delta form of
+section 5 in FSVAE's training-mode posterior.
 
 What this lesson checks (exit status 1 if any fails):
   * a linear layer by hand: W s is the sum of the active columns;
