@@ -84,3 +84,20 @@ def test_the_scatter_path_is_taken_for_sparse_inputs_only(monkeypatch):
     calls.clear()       # one output channel: the dense path even for sparse inputs
     cpu.conv_transpose2d_forward(np.zeros((2, 4, 6, 6), np.float32), w[:, :1], None, 1, 1, 0)
     assert not calls
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+@pytest.mark.parametrize("size,k,stride,pad,out", [(5, 3, 2, 1, 3), (4, 3, 1, 1, 4),
+                                                   (4, 3, 2, 1, 8), (5, 2, 3, 0, 2),
+                                                   (7, 5, 2, 2, 4), (6, 4, 3, 1, 3)])
+def test_column_runs_hold_the_reach_tables_pairs(transposed, size, k, stride, pad, out):
+    """Each input column's run of ordered taps lands on consecutive output columns, and the
+    runs together hold exactly the (tap, output column) pairs of the reach table."""
+    order, j0, q0, n = scatter.column_runs(size, k, stride, pad, out, transposed)
+    assert sorted(order) == list(range(k))
+    table = scatter.reach_table(size, k, stride, pad, out, transposed)
+    for v in range(size):
+        from_runs = {(int(order[q0[v] + m]), int(j0[v] + m)) for m in range(n[v])}
+        from_table = {(q, int(table[v, q])) for q in range(k) if table[v, q] >= 0}
+        assert from_runs == from_table, v
+        assert n[v] == 0 or (0 <= j0[v] and j0[v] + n[v] <= out and q0[v] + n[v] <= k)
