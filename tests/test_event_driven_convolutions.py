@@ -86,6 +86,26 @@ def test_the_scatter_path_is_taken_for_sparse_inputs_only(monkeypatch):
     assert not calls
 
 
+def test_the_convolution_scatters_sparse_inputs_only(monkeypatch):
+    """The encoder's convolutions on spikes walk the events; dense inputs, and layers with
+    few output channels, take the dense path."""
+    calls = []
+    original = scatter.conv2d_forward
+    monkeypatch.setattr(scatter, "conv2d_forward", lambda *a: calls.append(1) or original(*a))
+    rng = np.random.default_rng(8)
+    w = rng.normal(size=(16, 4, 3, 3)).astype(np.float32)
+    for rate, expected in ((0.05, 1), (0.6, 0)):
+        calls.clear()
+        x = (rng.random((2, 4, 6, 6)) < rate).astype(np.float32)
+        got = cpu.conv2d_forward(x, w, None, 2, 1)
+        assert len(calls) == expected, f"rate {rate}"
+        np.testing.assert_allclose(got, numpy_ref.conv2d_forward(x, w, None, 2, 1),
+                                   rtol=2e-5, atol=2e-5)
+    calls.clear()
+    cpu.conv2d_forward(np.zeros((2, 4, 6, 6), np.float32), w[:4], None, 2, 1)
+    assert not calls
+
+
 @pytest.mark.parametrize("transposed", [False, True])
 @pytest.mark.parametrize("size,k,stride,pad,out", [(5, 3, 2, 1, 3), (4, 3, 1, 1, 4),
                                                    (4, 3, 2, 1, 8), (5, 2, 3, 0, 2),

@@ -122,11 +122,16 @@ def test_the_copy_counter_sees_copies_both_ways():
     assert copies == {"to_host": 3, "to_device": 2}
 
 
+# FSVAE takes a second step, with Adam's moments from the first, the other models one: the
+# optimiser's kernels do not depend on the model, and a simulated step takes 15-45 s.
+STEPS_OF = {"FSVAE": STEPS, "ESVAE": 1, "ANNVAE": 1}
+
+
 @pytest.mark.parametrize("name", sorted(TINY))
 def test_resident_training_matches_the_cpu_step_for_step(name):
     cpu_model, cpu_optimiser = build(name, "cpu")
     gpu_model, gpu_optimiser = build(name, "cuda")
-    for i in range(STEPS):
+    for i in range(STEPS_OF[name]):
         gpu_model.load_state_dict(cpu_model.state_dict())      # lockstep (see the docstring)
         with counting_copies() as copies:
             gpu_losses = train_step(gpu_model, gpu_optimiser, "cuda", i)
