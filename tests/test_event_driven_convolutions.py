@@ -121,3 +121,13 @@ def test_column_runs_hold_the_reach_tables_pairs(transposed, size, k, stride, pa
         from_table = {(q, int(table[v, q])) for q in range(k) if table[v, q] >= 0}
         assert from_runs == from_table, v
         assert n[v] == 0 or (0 <= j0[v] and j0[v] + n[v] <= out and q0[v] + n[v] <= k)
+
+
+def test_the_estimated_nonzero_fraction_reads_evenly_spaced_images():
+    x = np.zeros((10, 3, 4), np.float32)
+    x[::3] = 1.0                                    # images 0, 3, 6, 9 are all ones
+    assert scatter.nonzero_fraction(x) == pytest.approx(0.4)
+    assert scatter.nonzero_fraction(x, max_values=12 * 4) == 1.0     # images 0, 3, 6, 9
+    assert scatter.nonzero_fraction(x, max_values=12 * 5) == pytest.approx(0.4)  # 0, 2, 4, ..
+    assert scatter.nonzero_fraction(x[:1], max_values=1) == 1.0
+    assert scatter.nonzero_fraction(np.zeros((0, 3)), max_values=5) == 0.0

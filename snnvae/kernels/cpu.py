@@ -71,12 +71,14 @@ def conv2d_backward(gy, x, w, stride, padding, has_bias):
 
 _SPARSE_RATE = 0.2        # below this fraction of nonzero inputs the scatter wins ...
 _SPARSE_MIN_OUT = 8       # ... when each event adds a vector of at least this many channels
+_RATE_SAMPLE_VALUES = 1 << 20   # the fraction is estimated from about this many inputs
 
 
 def _scatter_wins(x, w):
     """Whether the event-driven (transposed) convolution beats the dense one on x; w is laid
     out as a transposed convolution's (C_in, C_out, kh, kw)."""
-    return w.shape[1] >= _SPARSE_MIN_OUT and scatter.nonzero_fraction(x) < _SPARSE_RATE
+    return (w.shape[1] >= _SPARSE_MIN_OUT
+            and scatter.nonzero_fraction(x, _RATE_SAMPLE_VALUES) < _SPARSE_RATE)
 
 
 def conv_transpose2d_forward(x, w, b, stride, padding, output_padding):

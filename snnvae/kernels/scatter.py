@@ -74,11 +74,17 @@ def _count_nonzero_per_image(flat):
     return counts
 
 
-def nonzero_fraction(x):
-    """Fraction of the values of x (B, ...) that are not 0 (0.0 for an empty array)."""
-    x = np.ascontiguousarray(x)
+def nonzero_fraction(x, max_values=None):
+    """Fraction of the values of x (B, ...) that are not 0 (0.0 for an empty array). With
+    ``max_values``, estimated from evenly spaced images x[::step] holding at most about that
+    many values (at least one image): a choice of kernel needs no exact count, and counting
+    all of FSVAE's decoder inputs took 3 % of a sampling call."""
     if x.size == 0:
         return 0.0
+    if max_values is not None and x.shape[0] > 1:
+        per_image = x.size // x.shape[0]
+        x = x[::max(1, -(-x.shape[0] * per_image // max_values))]
+    x = np.ascontiguousarray(x)
     return float(_count_nonzero_per_image(x.reshape(x.shape[0], -1)).sum()) / x.size
 
 
