@@ -22,18 +22,26 @@ def _bn_setup(rng, C, dtype):
 
 def _both_ways(x, gamma, beta, rm, rv, training, params, smooth, g):
     """(outputs, grads, running stats) of the fused op and of tdBN then LIF."""
+    def fused(xt, gt, bt, m, v):
+        return F.td_batch_norm_lif(xt, gt, bt, m, v, training=training, scale=0.4,
+                                   lif_params=params, smooth=smooth)
+
+    def separate(xt, gt, bt, m, v):
+        y = F.batch_norm(xt, gt, bt, m, v, training=training, channel_axis=2, scale=0.4)
+        return F.lif(y, params.vth, params.tau, params.aa, params.window_center,
+                     params.detach_reset, mode="smooth" if smooth else "spike")
+    return _run_each((fused, separate), x, gamma, beta, rm, rv, g)
+
+
+def _run_each(ops, x, gamma, beta, rm, rv, g):
+    """For each op(x, gamma, beta, running_mean, running_var) on fresh copies: (output, the
+    gradients of sum(output * g) for x, gamma and beta, the running statistics)."""
     results = []
-    for fused in (True, False):
+    for op in ops:
         xt = Tensor(x.copy(), requires_grad=True)
         gt, bt = Tensor(gamma.copy(), requires_grad=True), Tensor(beta.copy(), requires_grad=True)
         m, v = rm.copy(), rv.copy()
-        if fused:
-            o = F.td_batch_norm_lif(xt, gt, bt, m, v, training=training, scale=0.4,
-                                    lif_params=params, smooth=smooth)
-        else:
-            y = F.batch_norm(xt, gt, bt, m, v, training=training, channel_axis=2, scale=0.4)
-            o = F.lif(y, params.vth, params.tau, params.aa, params.window_center,
-                      params.detach_reset, mode="smooth" if smooth else "spike")
+        o = op(xt, gt, bt, m, v)
         (o * Tensor(g)).sum().backward()
         results.append((o.data, xt.grad, gt.grad, bt.grad, m, v))
     return results
@@ -170,20 +178,14 @@ def test_summed_block_equals_the_spikes_then_the_membrane_output(backend_name, d
     x = (rng.normal(size=shape) * 1.5 + 0.3).astype(dtype)
     g = rng.normal(size=shape[1:]).astype(dtype)
     params = LIFParams(detach_reset=detach_reset)
-    results = []
-    for fused in (True, False):
-        xt = Tensor(x.copy(), requires_grad=True)
-        gt, bt = Tensor(gamma.copy(), requires_grad=True), Tensor(beta.copy(), requires_grad=True)
-        m, v = rm.copy(), rv.copy()
-        if fused:
-            out = F.td_batch_norm_lif_membrane(xt, gt, bt, m, v, scale=0.4, lif_params=params,
-                                               smooth=smooth, decay=0.7)
-        else:
-            out = F.membrane_output(F.td_batch_norm_lif(xt, gt, bt, m, v, training=True,
-                                                        scale=0.4, lif_params=params,
-                                                        smooth=smooth), 0.7)
-        (out * Tensor(g)).sum().backward()
-        results.append((out.data, xt.grad, gt.grad, bt.grad, m, v))
+    def summed(xt, gt, bt, m, v):
+        return F.td_batch_norm_lif_membrane(xt, gt, bt, m, v, scale=0.4, lif_params=params,
+                                            smooth=smooth, decay=0.7)
+
+    def spikes_then_sum(xt, gt, bt, m, v):
+        return F.membrane_output(F.td_batch_norm_lif(xt, gt, bt, m, v, training=True, scale=0.4,
+                                                     lif_params=params, smooth=smooth), 0.7)
+    results = _run_each((summed, spikes_then_sum), x, gamma, beta, rm, rv, g)
     tol = dict(rtol=2e-5, atol=2e-5) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-12)
     assert results[0][0].shape == shape[1:] and np.ptp(results[0][0]) > 0.5
     for name, a, b in zip(("sum", "x", "gamma", "beta", "running mean", "running var"),

@@ -55,20 +55,27 @@ class TdBNLIF(Function):
         return gx.reshape(shape), ggamma, gbeta, None, None, None, None, None, None, None, None
 
 
+def _checked_inputs(op, x, gamma, beta, running_mean):
+    """x, gamma, beta as tensors, after checking dtypes and that x is (T, N, C, ...) with
+    gamma, beta and the running statistics of shape (C,)."""
+    x, gamma, beta = as_tensor(x), as_tensor(gamma), as_tensor(beta)
+    check_float(f"{op} input", x.data)
+    check_same_dtype(op, x=x.data, gamma=gamma.data, beta=beta.data)
+    C = x.shape[2] if x.ndim >= 3 else None
+    if C is None or gamma.shape != (C,) or beta.shape != (C,) or running_mean.shape != (C,):
+        raise ValueError(f"{op}: input of shape {x.shape} must be (T, N, C, ...) with "
+                         f"gamma/beta/running stats of shape (C,), got "
+                         f"{gamma.shape}/{beta.shape}/{running_mean.shape}")
+    return x, gamma, beta
+
+
 def td_batch_norm_lif(x, gamma, beta, running_mean, running_var, *, training, scale=0.2,
                       lif_params: LIFParams = LIFParams(), smooth=False, momentum=0.1, eps=1e-5):
     """Spikes o = LIF(tdBN(x)) of a time-first x (T, N, C, ...).
 
     scale: tdBN's alpha * Vth (0.2 for alpha 1). smooth: the LIF's smooth stand-in instead of
     Heaviside spikes. running_mean, running_var (C,) are updated in place in training mode."""
-    x, gamma, beta = as_tensor(x), as_tensor(gamma), as_tensor(beta)
-    check_float("td_batch_norm_lif input", x.data)
-    check_same_dtype("td_batch_norm_lif", x=x.data, gamma=gamma.data, beta=beta.data)
-    C = x.shape[2] if x.ndim >= 3 else None
-    if C is None or gamma.shape != (C,) or beta.shape != (C,) or running_mean.shape != (C,):
-        raise ValueError(f"td_batch_norm_lif: input of shape {x.shape} must be (T, N, C, ...) "
-                         f"with gamma/beta/running stats of shape (C,), got "
-                         f"{gamma.shape}/{beta.shape}/{running_mean.shape}")
+    x, gamma, beta = _checked_inputs("td_batch_norm_lif", x, gamma, beta, running_mean)
     stats = {}
     o = TdBNLIF.apply(x, gamma, beta, float(scale), eps, lif_params, bool(smooth),
                       running_mean, running_var, bool(training), stats)
@@ -108,14 +115,8 @@ def td_batch_norm_lif_membrane(x, gamma, beta, running_mean, running_var, *, sca
     """sum_t decay^(T-1-t) o_t (N, C, ...) for the spikes o = LIF(tdBN(x)) of a time-first x
     (T, N, C, ...), in training mode (batch statistics; the running ones updated in place):
     ``membrane_output(td_batch_norm_lif(x, ..., training=True), decay)`` as one operation."""
-    x, gamma, beta = as_tensor(x), as_tensor(gamma), as_tensor(beta)
-    check_float("td_batch_norm_lif_membrane input", x.data)
-    check_same_dtype("td_batch_norm_lif_membrane", x=x.data, gamma=gamma.data, beta=beta.data)
-    C = x.shape[2] if x.ndim >= 3 else None
-    if C is None or gamma.shape != (C,) or beta.shape != (C,) or running_mean.shape != (C,):
-        raise ValueError(f"td_batch_norm_lif_membrane: input of shape {x.shape} must be "
-                         f"(T, N, C, ...) with gamma/beta/running stats of shape (C,), got "
-                         f"{gamma.shape}/{beta.shape}/{running_mean.shape}")
+    x, gamma, beta = _checked_inputs("td_batch_norm_lif_membrane", x, gamma, beta,
+                                     running_mean)
     stats = {}
     summed = TdBNLIFMembrane.apply(x, gamma, beta, float(scale), eps, lif_params, bool(smooth),
                                    float(decay), stats)

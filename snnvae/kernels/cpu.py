@@ -45,7 +45,7 @@ def _takes_shifted_path(w, stride, padding):
 def conv2d_forward(x, w, b, stride, padding):
     if _takes_shifted_path(w, stride, padding):
         return shifted.conv2d_forward(x, w, b, padding)
-    if _scatter_wins(x, w.transpose(1, 0, 2, 3)):
+    if _scatter_wins(x, w.shape[0]):
         return scatter.conv2d_forward(x, w, b, stride, padding)
     return gemm_conv.conv2d_forward(x, w, b, stride, padding)
 
@@ -74,15 +74,15 @@ _SPARSE_MIN_OUT = 8       # ... when each event adds a vector of at least this m
 _RATE_SAMPLE_VALUES = 1 << 20   # the fraction is estimated from about this many inputs
 
 
-def _scatter_wins(x, w):
-    """Whether the event-driven (transposed) convolution beats the dense one on x; w is laid
-    out as a transposed convolution's (C_in, C_out, kh, kw)."""
-    return (w.shape[1] >= _SPARSE_MIN_OUT
+def _scatter_wins(x, c_out):
+    """Whether the event-driven (transposed) convolution with c_out output channels beats the
+    dense one on x."""
+    return (c_out >= _SPARSE_MIN_OUT
             and scatter.nonzero_fraction(x, _RATE_SAMPLE_VALUES) < _SPARSE_RATE)
 
 
 def conv_transpose2d_forward(x, w, b, stride, padding, output_padding):
-    if _scatter_wins(x, w):
+    if _scatter_wins(x, w.shape[1]):
         return scatter.conv_transpose2d_forward(x, w, b, stride, padding, output_padding)
     return _conv_transpose2d_dense(x, w, b, stride, padding, output_padding)
 
@@ -560,9 +560,9 @@ def conv_transpose2d_tdbn_lif_membrane_eval(x, w, b, stride, padding, output_pad
 def _eval_block(x, w, b, stride, padding, output_padding, gamma, beta, scale, running_mean,
                 running_var, eps, vth, tau, aa, center, smooth, coef):
     """The eval block's spikes (coef None) or their sum over time with coef (T,). One pass
-    where the input is sparse (``_scatter_wins``, one scan of x), of the weights' dtype, with a
+    where the input is sparse (``_scatter_wins``), of the weights' dtype, with a
     sample per thread; else the transposed convolution and tdBN -> LIF as two kernels."""
-    sparse = _scatter_wins(x, w)
+    sparse = _scatter_wins(x, w.shape[1])
     if sparse and x.dtype == w.dtype and x.shape[1] >= numba.get_num_threads():
         dt = x.dtype
         arguments = (x, w, b, stride, padding, output_padding, running_mean.astype(dt),

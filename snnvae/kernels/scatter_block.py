@@ -37,7 +37,7 @@ import numpy as np
 from numba import njit, prange
 
 from .neuron_steps import bn_lif_step_in_place
-from .scatter import bias_init, scatter_image, store_channels_first, transposed_plan
+from .scatter import bias_init, fill_rows, scatter_image, store_channels_first, transposed_plan
 
 _JIT = dict(cache=True, nogil=True)
 
@@ -69,10 +69,7 @@ def _block_forward(x, taps, init, reach_h, j0, q0, count, mean, invstd, gain, be
         total = np.zeros(J if membrane else 0, dtype=x.dtype)
         channels = np.empty(C_in, dtype=np.int64)
         values = np.empty(C_in, dtype=x.dtype)
-        for k0 in range(0, J, chunk):
-            part = acc[k0:min(k0 + chunk, J)]
-            for k in range(part.shape[0]):
-                part[k] = init[k]
+        fill_rows(acc.reshape(L, C_out), init[:C_out])
         for t in range(T):
             scatter_image(x[t, n], taps, reach_h, j0, q0, count, Wo, acc, channels, values)
             for k0 in range(0, J, chunk):
