@@ -14,7 +14,7 @@ import importlib
 
 BACKENDS = ("numpy", "cpu", "cuda")
 KERNEL_NAMES = (
-    "linear_forward", "linear_backward", "linear_delta_into",
+    "linear_forward", "linear_backward", "linear_delta_into", "linear_tdbn_lif_step_eval",
     "conv2d_forward", "conv2d_backward",
     "conv_transpose2d_forward", "conv_transpose2d_backward",
     "tdbn_forward_train", "tdbn_forward_eval", "tdbn_backward_train", "tdbn_backward_eval",

@@ -3,6 +3,7 @@ from .tensor_ops import (abs, add, clip, concat, detach, div, exp, gather, getit
                          log, matmul, maximum, mean, mul, neg, permute, pow, reshape, sigmoid,
                          sub, sum, tanh, transpose, unbroadcast)
 from .linear import linear, update_linear_outputs
+from .linear_step import linear_tdbn_lif_step_eval
 from .conv import conv2d, conv_transpose2d
 from .batchnorm import batch_norm, td_batch_norm
 from .tdbn_lif import td_batch_norm_lif, td_batch_norm_lif_membrane

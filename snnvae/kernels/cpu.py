@@ -22,6 +22,7 @@ from numba import njit, prange
 
 from . import gemm_conv, scatter, scatter_block, shifted
 from .event_driven import linear_delta_into  # noqa: F401
+from .linear_step import linear_tdbn_lif_step_eval  # noqa: F401
 from .neuron_steps import bn_lif_step
 # Linear layers: the reference already is one BLAS call each way, so both backends share it.
 from .numpy_ref import (compose_block_eval, conv_out_size,  # noqa: F401

@@ -138,16 +138,33 @@ def event_linear_forward(spikes, w, b):
 # --------------------------------------------------------------------------------------------
 
 
+@njit(inline="always", **_JIT)
+def add_weighted_rows(yr, wt, rows, weights, n):
+    """yr += sum_{k < n} weights[k] wt[rows[k]], in place: the rows of wt added four at a time,
+    so yr is read and written once per four (1.3x faster than one at a time on FSVAE's
+    posterior, where the rows of wt come from L3)."""
+    F_out = yr.shape[0]
+    k = 0
+    while k + 4 <= n:
+        a, b, c, e = wt[rows[k]], wt[rows[k + 1]], wt[rows[k + 2]], wt[rows[k + 3]]
+        da, db, dc, de = weights[k], weights[k + 1], weights[k + 2], weights[k + 3]
+        for o in range(F_out):
+            yr[o] += da * a[o] + db * b[o] + dc * c[o] + de * e[o]
+        k += 4
+    for j in range(k, n):
+        a, da = wt[rows[j]], weights[j]
+        for o in range(F_out):
+            yr[o] += da * a[o]
+
+
 @njit(parallel=True, **_JIT)
 def _delta_rows(y, x_new, x_old, wt):
     """y[r] += sum_i (x_new[r, i] - x_old[r, i]) wt[i] over the i where they differ, in place.
     One parallel iteration per row: it lists the changed inputs, then adds their rows of wt
-    four at a time, so the row of y is read and written once per four (1.3x faster than one
-    at a time on FSVAE's posterior, where the rows of wt come from L3)."""
+    (``add_weighted_rows``)."""
     R, F_in = x_new.shape
-    F_out = wt.shape[1]
     for r in prange(R):
-        yr, xn, xo = y[r], x_new[r], x_old[r]
+        xn, xo = x_new[r], x_old[r]
         changed = np.empty(F_in, dtype=np.int64)
         signs = np.empty(F_in, dtype=y.dtype)
         n = 0
@@ -157,17 +174,7 @@ def _delta_rows(y, x_new, x_old, wt):
                 changed[n] = i
                 signs[n] = d
                 n += 1
-        k = 0
-        while k + 4 <= n:
-            a, b, c, e = wt[changed[k]], wt[changed[k + 1]], wt[changed[k + 2]], wt[changed[k + 3]]
-            da, db, dc, de = signs[k], signs[k + 1], signs[k + 2], signs[k + 3]
-            for o in range(F_out):
-                yr[o] += da * a[o] + db * b[o] + dc * c[o] + de * e[o]
-            k += 4
-        for j in range(k, n):
-            a, da = wt[changed[j]], signs[j]
-            for o in range(F_out):
-                yr[o] += da * a[o]
+        add_weighted_rows(y[r], wt, changed, signs, n)
 
 
 def linear_delta_into(y, x_new, x_old, wt):

@@ -297,6 +297,34 @@ def compose_block_eval(conv_transpose, bn_lif_eval, x, w, b, stride, padding, ou
     return o.reshape(T, N, C, Ho, Wo)
 
 
+def compose_linear_step_eval(linear_t, bn_eval, step, x, wt, b, gamma, beta, scale, running_mean,
+                             running_var, eps, vth, tau, u_prev, o_prev):
+    """One eval step of a spiking linear block from a backend's own kernels: ``linear_t``
+    (x wt + b, wt the weight transposed) on x (N, F_in), then ``bn_eval`` (tdbn_forward_eval)
+    on y as (N, F_out, 1), then ``step`` (lif_step) -> (o, u) (N, F_out)."""
+    y = linear_t(x, wt, b)
+    N, F_out = y.shape
+    y = bn_eval(y.reshape(N, F_out, 1), gamma, beta, scale, running_mean, running_var, eps)[0]
+    o, u = step(y.reshape(-1), u_prev.reshape(-1), o_prev.reshape(-1), vth, tau)
+    return o.reshape(N, F_out), u.reshape(N, F_out)
+
+
+def linear_tdbn_lif_step_eval(x, wt, b, gamma, beta, scale, running_mean, running_var, eps, vth,
+                              tau, u_prev, o_prev):
+    """One time step of a spiking linear block in eval mode, for step-by-step generation:
+    x (N, F_in) and the weight transposed, wt (F_in, F_out), b (F_out,) or None; tdBN's gamma,
+    beta and running statistics (F_out,); the LIF state u_prev, o_prev (N, F_out) ->
+
+        y = x wt + b,   (o, u) = lif_step(tdBN(y) with the running statistics, u_prev, o_prev)
+
+    No backward: eval mode only (backends may fuse it; the values are those of the three
+    kernels, y up to the order of its additions). wt rather than w: a caller that steps
+    many times transposes the weight once."""
+    return compose_linear_step_eval(lambda x_, wt_, b_: linear_forward(x_, wt_.T, b_),
+                                    tdbn_forward_eval, lif_step, x, wt, b, gamma, beta, scale,
+                                    running_mean, running_var, eps, vth, tau, u_prev, o_prev)
+
+
 def conv_transpose2d_tdbn_lif_forward_eval(x, w, b, stride, padding, output_padding, gamma, beta,
                                            scale, running_mean, running_var, eps, vth, tau, aa,
                                            center, smooth):

@@ -11,6 +11,7 @@ import numpy as np
 
 from .. import functional as F
 from ..autograd import Tensor, no_grad, records_graph
+from ..device import contiguous
 from .layers import LIF, Conv2d, ConvTranspose2d, Linear, TdBatchNorm
 
 
@@ -53,9 +54,7 @@ class _SpikingMixin:
         The LIF state (u, o) is carried from call to call (None at t = 0). Exact in eval mode,
         where tdBN uses its running statistics and the layer is causal in time.
         """
-        if self.training:
-            raise RuntimeError(f"{type(self).__name__}.step is only exact in eval mode; call "
-                               f".eval() on the model first")
+        self._require_eval_mode()
         with no_grad():
             y = super().forward(Tensor(x_t[None]))
             if self.bn is not None:
@@ -69,6 +68,11 @@ class _SpikingMixin:
         self._record_rate(o)                   # one entry per step: their mean is the pass's
         return o, (u, o)
 
+    def _require_eval_mode(self):
+        if self.training:
+            raise RuntimeError(f"{type(self).__name__}.step is only exact in eval mode; call "
+                               f".eval() on the model first")
+
 
 class SpikingLinear(_SpikingMixin, Linear):
     """(T, N, F_in) -> (T, N, F_out): linear, tdBN(alpha), LIF."""
@@ -77,6 +81,29 @@ class SpikingLinear(_SpikingMixin, Linear):
                  rng, dtype=np.float32, lif_options=None):
         super().__init__(in_features, out_features, bias, rng=rng, dtype=dtype)
         self._attach(out_features, bn, spike, alpha, dtype, lif_options)
+
+    def step(self, x_t, state=None):
+        """One time step in eval mode: x_t array (N, F_in) -> (spikes (N, F_out), new state).
+
+        With tdBN and LIF, one operation (``F.linear_tdbn_lif_step_eval``: the values of
+        linear, tdBN and ``lif_step`` one after the other). The state is (u, o, W^T): the LIF
+        state, and the weight transposed once at t = 0 (state None) for the whole run, so a
+        run sees the weights it started with. Without tdBN or LIF, the three steps of
+        ``_SpikingMixin.step``."""
+        if self.bn is None or self.spike is None:
+            return super().step(x_t, state)
+        self._require_eval_mode()
+        if state is None:
+            zeros = np.zeros((x_t.shape[0], self.out_features), dtype=x_t.dtype, like=x_t)
+            state = (zeros, zeros, contiguous(self.weight.data.T))
+        u_prev, o_prev, weight_t = state
+        bn = self.bn
+        o, u = F.linear_tdbn_lif_step_eval(
+            x_t, weight_t, None if self.bias is None else self.bias.data, bn.weight.data,
+            bn.bias.data, bn.running_mean, bn.running_var, u_prev, o_prev, scale=bn.scale,
+            lif_params=self.spike.params, eps=bn.eps)
+        self._record_rate(o)
+        return o, (u, o, weight_t)
 
 
 class SpikingConv2d(_SpikingMixin, Conv2d):

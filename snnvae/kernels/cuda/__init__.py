@@ -13,7 +13,7 @@ the device, nothing is copied). The tests run them all in the CUDA simulator
                   block per channel, float64) and the kernels of reductions over any axes
     batchnorm.py  tdBN and the fused tdBN -> LIF
     blocks.py     a decoder block in eval mode (transposed conv, then tdBN -> LIF), and
-                  summed over time for the read-out
+                  summed over time for the read-out; one eval step of a spiking linear
     neuron.py     LIF (one thread per neuron walking time), PSP, membrane output
     spikes.py     spikes kept for backward as bytes, one thread per value
     optim.py      the Adam(W) update, one thread per parameter
@@ -36,7 +36,7 @@ from .batchnorm import (tdbn_backward_eval, tdbn_backward_train, tdbn_forward_ev
                         tdbn_lif_forward_train, tdbn_lif_membrane_backward,
                         tdbn_lif_membrane_forward_train)
 from .blocks import (conv_transpose2d_tdbn_lif_forward_eval,  # noqa: F401
-                     conv_transpose2d_tdbn_lif_membrane_eval)
+                     conv_transpose2d_tdbn_lif_membrane_eval, linear_tdbn_lif_step_eval)
 from .conv import (conv2d_backward, conv2d_forward, conv_transpose2d_backward,  # noqa: F401
                    conv_transpose2d_forward, linear_backward, linear_delta_into,
                    linear_forward)

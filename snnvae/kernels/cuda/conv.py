@@ -278,6 +278,13 @@ def linear_forward(x, w, b):
     return launch.like_input(host, _with_bias(y, b))
 
 
+def linear_transposed_forward(x, wt, b):
+    """x (R, F_in), wt = w^T (F_in, F_out), b (F_out,) or None -> y (R, F_out) = x wt + b, on
+    the device (device arrays in, device arrays out)."""
+    y = gemm.gemm_into(launch.empty((x.shape[0], wt.shape[1]), x.dtype), x, wt)
+    return _with_bias(y, b)
+
+
 def linear_backward(gy, x, w, has_bias):
     """Gradients of ``linear_forward``: gx = gy w, gw = gy^T x, gb = sum_r gy (or None)."""
     host, gy, x, w = launch.receive(gy, x, w)
