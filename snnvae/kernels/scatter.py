@@ -63,29 +63,34 @@ _JIT = dict(cache=True, nogil=True)
 
 
 @njit(parallel=True, **_JIT)
-def _count_nonzero_per_image(flat):
-    B = flat.shape[0]
-    counts = np.zeros(B, dtype=np.int64)
-    for b in prange(B):
+def _count_nonzero_of_images(flat, step):
+    """The nonzero values of images 0, step, 2 step, ... of flat (B, values per image)."""
+    picked = (flat.shape[0] + step - 1) // step
+    counts = np.zeros(picked, dtype=np.int64)
+    for k in prange(picked):
+        row = flat[k * step]
         n = 0
-        for k in range(flat.shape[1]):
-            n += flat[b, k] != 0
-        counts[b] = n
-    return counts
+        for v in range(row.shape[0]):
+            n += row[v] != 0
+        counts[k] = n
+    return counts.sum()
 
 
 def nonzero_fraction(x, max_values=None):
     """Fraction of the values of x (B, ...) that are not 0 (0.0 for an empty array). With
     ``max_values``, estimated from evenly spaced images x[::step] holding at most about that
     many values (at least one image): a choice of kernel needs no exact count, and counting
-    all of FSVAE's decoder inputs took 3 % of a sampling call."""
+    all of FSVAE's decoder inputs took 3 % of a sampling call. The images are read where they
+    lie (a copy of the picked ones took 2 % of a reconstruction)."""
     if x.size == 0:
         return 0.0
-    if max_values is not None and x.shape[0] > 1:
-        per_image = x.size // x.shape[0]
-        x = x[::max(1, -(-x.shape[0] * per_image // max_values))]
-    x = np.ascontiguousarray(x)
-    return float(_count_nonzero_per_image(x.reshape(x.shape[0], -1)).sum()) / x.size
+    B, per_image = x.shape[0], x.size // x.shape[0]
+    step = 1
+    if max_values is not None and B > 1:
+        step = max(1, -(-B * per_image // max_values))
+    flat = np.ascontiguousarray(x).reshape(B, per_image)
+    picked = (B + step - 1) // step
+    return float(_count_nonzero_of_images(flat, step)) / (picked * per_image)
 
 
 def reach_table(size, k, stride, pad, out, transposed):
