@@ -36,9 +36,10 @@ Eval mode: incremental and exact
     With running statistics, tdBN is a fixed affine map per feature, the same at every step and
     for every sequence length. Every layer is then causal and the only state is each LIF
     neuron's (u, o). Running the prefix and keeping the last step therefore equals stepping
-    once from the carried state, bit for bit:
+    once from the carried state (the same spikes; a step's linear sums may add in another
+    order, so in float32 a membrane can differ in its last bit):
 
-        state_t, spikes_t = layer.step(input_t, state_{t-1})       (per layer, O(1) per step)
+        spikes_t, state_t = layer.step(input_t, state_{t-1})       (per layer, O(1) per step)
 
     ``prior.sample`` generates this way in O(T); ``prior.sample_by_prefix`` is the official
     O(T^2) loop; the eval-mode posterior steps the same way.

@@ -20,9 +20,8 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from . import gemm_conv, scatter, scatter_block, shifted
+from . import gemm_conv, linear_step, scatter, scatter_block, shifted
 from .event_driven import linear_delta_into  # noqa: F401
-from .linear_step import linear_tdbn_lif_step_eval  # noqa: F401
 from .neuron_steps import bn_lif_step
 # Linear layers: the reference already is one BLAS call each way, so both backends share it.
 from .numpy_ref import (compose_block_eval, conv_out_size,  # noqa: F401
@@ -537,6 +536,19 @@ def tdbn_lif_forward_eval(x, gamma, beta, scale, running_mean, running_var, eps,
     mean, invstd = running_mean.astype(x.dtype), _inverse_std(running_var, eps, x.dtype)
     o = _bn_lif_run(x, mean, invstd, scale * gamma, beta, vth, tau, aa, center, smooth)
     return o, mean, invstd
+
+
+def linear_tdbn_lif_step_eval(x, wt, b, gamma, beta, scale, running_mean, running_var, eps, vth,
+                              tau, u_prev, o_prev):
+    """One eval step of a spiking linear block, x (N, F_in), wt (F_in, F_out) -> (o, u)
+    (N, F_out): the event-driven rows of ``linear_step`` (BLAS where x is dense), with the
+    constants of ``tdbn_forward_eval``."""
+    dt = x.dtype
+    return linear_step.step_rows(
+        x, wt.astype(dt, copy=False), scatter.bias_init(b, wt.shape[1], dt),
+        running_mean.astype(dt), _inverse_std(running_var, eps, dt), (scale * gamma).astype(dt),
+        beta.astype(dt), u_prev.astype(dt, copy=False), o_prev.astype(dt, copy=False),
+        *_typed(dt, vth, tau, 1.0, 0.0))
 
 
 def conv_transpose2d_tdbn_lif_forward_eval(x, w, b, stride, padding, output_padding, gamma, beta,

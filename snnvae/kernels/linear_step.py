@@ -55,26 +55,22 @@ def _step_rows(x, wt, init, y, events, mean, invstd, gain, beta, u_prev, o_prev,
                 rows[n] = i
                 values[n] = xr[i]
                 n += xr[i] != 0
-            for k in range(yr.shape[0]):
-                yr[k] = init[k]
+            yr[:] = init
             add_weighted_rows(yr, wt, rows, values, n)
         bn_lif_step(yr, mean, invstd, gain, beta, u_prev[r], o_prev[r], u[r], o[r], vth, tau,
                     one, zero, zero, one, zero, False)
 
 
-def linear_tdbn_lif_step_eval(x, wt, b, gamma, beta, scale, running_mean, running_var, eps, vth,
-                              tau, u_prev, o_prev):
-    """x (N, F_in), wt (F_in, F_out), b (F_out,) or None, tdBN's values (F_out,), u_prev and
-    o_prev (N, F_out) -> (o, u) (N, F_out), as ``numpy_ref.linear_tdbn_lif_step_eval``."""
-    dt = x.dtype
-    x, wt = np.ascontiguousarray(x), np.ascontiguousarray(wt, dtype=dt)
-    init = np.zeros(wt.shape[1], dtype=dt) if b is None else np.asarray(b, dtype=dt)
+def step_rows(x, wt, init, mean, invstd, gain, beta, u_prev, o_prev, vth, tau, one, zero):
+    """x (N, F_in), wt (F_in, F_out) and every per-feature value (F_out,) in x's dtype, the
+    state u_prev, o_prev (N, F_out), constants typed alike -> (o, u) (N, F_out). The caller
+    (``cpu.linear_tdbn_lif_step_eval``) prepares the tdBN constants as its other tdBN kernels
+    do."""
+    x = np.ascontiguousarray(x)
     events = np.count_nonzero(x) <= EVENTS_MAX_RATE * x.size
-    y = np.empty((x.shape[0], wt.shape[1]), dtype=dt) if events else x @ wt + init
-    invstd = (1.0 / np.sqrt(np.asarray(running_var, dtype=np.float64) + eps)).astype(dt)
+    y = np.empty((x.shape[0], wt.shape[1]), dtype=x.dtype) if events else x @ wt + init
     u, o = np.empty_like(y), np.empty_like(y)
-    _step_rows(x, wt, init, y, events, np.asarray(running_mean, dtype=dt), invstd,
-               np.asarray(scale * gamma, dtype=dt), np.asarray(beta, dtype=dt),
-               np.ascontiguousarray(u_prev, dtype=dt), np.ascontiguousarray(o_prev, dtype=dt),
-               u, o, *(dt.type(v) for v in (vth, tau, 1.0, 0.0)))
+    _step_rows(x, np.ascontiguousarray(wt), init, y, events, mean, invstd, gain, beta,
+               np.ascontiguousarray(u_prev), np.ascontiguousarray(o_prev), u, o, vth, tau, one,
+               zero)
     return o, u

@@ -64,7 +64,8 @@ _JIT = dict(cache=True, nogil=True)
 
 @njit(parallel=True, **_JIT)
 def _count_nonzero_of_images(flat, step):
-    """The nonzero values of images 0, step, 2 step, ... of flat (B, values per image)."""
+    """The number of nonzero values of each of the images 0, step, 2 step, ... of flat
+    (B, values per image)."""
     picked = (flat.shape[0] + step - 1) // step
     counts = np.zeros(picked, dtype=np.int64)
     for k in prange(picked):
@@ -73,7 +74,7 @@ def _count_nonzero_of_images(flat, step):
         for v in range(row.shape[0]):
             n += row[v] != 0
         counts[k] = n
-    return counts.sum()
+    return counts
 
 
 def nonzero_fraction(x, max_values=None):
@@ -88,9 +89,8 @@ def nonzero_fraction(x, max_values=None):
     step = 1
     if max_values is not None and B > 1:
         step = max(1, -(-B * per_image // max_values))
-    flat = np.ascontiguousarray(x).reshape(B, per_image)
-    picked = (B + step - 1) // step
-    return float(_count_nonzero_of_images(flat, step)) / (picked * per_image)
+    counts = _count_nonzero_of_images(np.ascontiguousarray(x).reshape(B, per_image), step)
+    return float(counts.sum()) / (counts.size * per_image)
 
 
 def reach_table(size, k, stride, pad, out, transposed):
